@@ -1,0 +1,57 @@
+# kexue — the two commands a new user runs are `make reproduce` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kexue-installed
+PRESET ?= quick
+PYTEST_ARGS ?=
+
+.PHONY: help install data reproduce test test-all lint typecheck bench clean
+
+help:
+	@echo "make reproduce   set up .venv, fetch the real data, run every experiment's '$(PRESET)' preset, write the report"
+	@echo "make test        set up .venv, fetch the data the tests use, run the default test suite"
+	@echo "make bench       install the peer libraries into .venv-bench and run benchmarks/*.py"
+	@echo "make lint        ruff format --check + ruff check;  make typecheck: mypy on src/"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev,text]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+data: install
+	$(BIN)/kexue data fetch all
+
+reproduce: data
+	$(BIN)/kexue reproduce --preset $(PRESET) --out runs/reproduce-$(PRESET)
+
+test: data
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: data
+	$(BIN)/python -m pytest -q --runslow $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+.venv-bench/.kexue-installed: pyproject.toml benchmarks/peers.txt
+	$(PY) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet --upgrade pip
+	.venv-bench/bin/python -m pip install --quiet -e ".[text]"
+	.venv-bench/bin/python -m pip install --quiet --no-deps -r benchmarks/peers.txt
+	@touch $@
+
+bench: .venv-bench/.kexue-installed data
+	@for f in benchmarks/[!_]*.py; do echo "== $$f"; .venv-bench/bin/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .venv-bench runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,24 @@
+"""Offline real datasets: a verified cache of registry packages and loaders returning tensors."""
+
+from .images import FASHION_CLASSES, MNIST_CLASSES, load_fashion_mnist, load_mnist, load_multimnist, read_idx
+from .sources import SOURCES, DataError, data_root, fetch, require, status
+from .text import TWEET_CLASSES, load_chinese_reviews, load_imdb, load_tweets
+
+__all__ = [
+    "FASHION_CLASSES",
+    "MNIST_CLASSES",
+    "SOURCES",
+    "TWEET_CLASSES",
+    "DataError",
+    "data_root",
+    "fetch",
+    "load_chinese_reviews",
+    "load_fashion_mnist",
+    "load_imdb",
+    "load_mnist",
+    "load_multimnist",
+    "load_tweets",
+    "read_idx",
+    "require",
+    "status",
+]

@@ -1,0 +1,71 @@
+"""Small convolutional networks for 28x28 (or larger) grey images, shared by the experiments."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["SmallCNN"]
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and an MLP head: the baseline classifier/encoder of the image experiments.
+
+    ``conv(5x5, w) -> ReLU -> maxpool -> conv(5x5, 2w) -> ReLU -> maxpool -> flatten -> linear(feature_dim)
+    -> ReLU -> linear(num_classes)``, a LeNet-style network that reaches about 99% on MNIST in a few epochs on
+    a CPU.
+
+    Args:
+        in_channels: input channels.
+        num_classes: output logits; 0 makes the network an encoder returning ``feature_dim`` features.
+        width: channels of the first conv block (the second has ``2 * width``).
+        feature_dim: width of the penultimate layer.
+        image_size: input height/width (square).
+        dropout: dropout before the last layer.
+
+    Shapes:
+        input ``(B, in_channels, image_size, image_size)`` -> ``(B, num_classes)`` (or ``(B, feature_dim)``).
+
+    Example:
+        >>> import torch
+        >>> SmallCNN()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        *,
+        width: int = 32,
+        feature_dim: int = 128,
+        image_size: int = 28,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if width < 1 or feature_dim < 1 or num_classes < 0:
+            raise ValueError(f"width, feature_dim must be >= 1 and num_classes >= 0, got {width, feature_dim, num_classes}")
+        side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"image_size={image_size} is too small for two 5x5 conv + pool blocks")
+        self.num_classes = num_classes
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * side * side, feature_dim),
+            nn.ReLU(),
+        )
+        self.head: nn.Module = (
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes)) if num_classes else nn.Identity()
+        )
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate features ``(B, feature_dim)``."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))

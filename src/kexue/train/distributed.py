@@ -1,0 +1,36 @@
+"""Process-group set-up for runs launched with ``torchrun`` (gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["init_from_env", "is_main_process", "shutdown"]
+
+
+def init_from_env() -> bool:
+    """Initialise the default process group when ``torchrun`` set ``WORLD_SIZE`` > 1; return whether it did.
+
+    The backend is NCCL when CUDA is available (each rank takes ``cuda:LOCAL_RANK``), else gloo.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return True
+
+
+def is_main_process() -> bool:
+    """True on rank 0, or when not distributed."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def shutdown() -> None:
+    """Destroy the default process group if one exists."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
