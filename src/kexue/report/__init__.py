@@ -15,7 +15,12 @@ from typing import Any
 
 __all__ = ["claims_table", "collect", "write_report"]
 
-_COLORS = {"reproduced": "#1a7f37", "not reproduced": "#cf222e", "inconclusive": "#9a6700", "error": "#6e7781"}
+_COLORS = {
+    "reproduced": "#1a7f37",
+    "not reproduced": "#cf222e",
+    "inconclusive": "#9a6700",
+    "error": "#6e7781",
+}
 
 
 def collect(root: str | Path) -> list[dict[str, Any]]:
@@ -134,7 +139,9 @@ def write_report(root: str | Path, *, title: str = "kexue reproduction report") 
         parts.append(f"<h2>{e(r.get('title', r['experiment']))}</h2>")
         if r.get("article"):
             url = e(r["article"])
-            parts.append(f"<p>Article: <a href='{url}'>{url}</a> · preset <code>{e(r.get('preset', '?'))}</code></p>")
+            parts.append(
+                f"<p>Article: <a href='{url}'>{url}</a> · preset <code>{e(r.get('preset', '?'))}</code></p>"
+            )
         if "error" in r:
             parts.append(f"<pre>{e(r['error'].strip()[-4000:])}</pre>")
         if r["claims"]:

@@ -3,6 +3,7 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import init_from_env, is_main_process, shutdown
 from .evaluation import accuracy, predict_logits
+from .probe import knn_accuracy, linear_probe_accuracy
 from .loop import FitResult, StepFn, TensorBatches, default_device, fit, rank_and_world, seed_all
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "default_device",
     "fit",
     "init_from_env",
+    "knn_accuracy",
+    "linear_probe_accuracy",
     "is_main_process",
     "load_checkpoint",
     "predict_logits",
