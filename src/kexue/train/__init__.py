@@ -3,8 +3,8 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import init_from_env, is_main_process, shutdown
 from .evaluation import accuracy, predict_logits
-from .probe import knn_accuracy, linear_probe_accuracy
 from .loop import FitResult, StepFn, TensorBatches, default_device, fit, rank_and_world, seed_all
+from .probe import knn_accuracy, linear_probe_accuracy
 
 __all__ = [
     "FitResult",
@@ -14,9 +14,9 @@ __all__ = [
     "default_device",
     "fit",
     "init_from_env",
+    "is_main_process",
     "knn_accuracy",
     "linear_probe_accuracy",
-    "is_main_process",
     "load_checkpoint",
     "predict_logits",
     "rank_and_world",
