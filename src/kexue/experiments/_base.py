@@ -199,22 +199,24 @@ def _parse(raw: str, tp: Any, key: str) -> Any:
     raise ConfigError(f"--set {key}: values of type {tp} cannot be set from the command line")
 
 
-def apply_overrides(cfg: Any, overrides: Mapping[str, str]) -> Any:
+def apply_overrides(cfg: Any, overrides: Mapping[str, str], *, _prefix: str = "") -> Any:
     """Return ``cfg`` with dotted-key overrides (``{"optim.lr": "3e-4"}``) parsed to each field's type.
 
     Raises:
         ConfigError: an unknown key (the message lists the valid ones) or a value of the wrong type.
     """
-    for key, raw in overrides.items():
-        head, _, rest = key.partition(".")
+    for rel_key, raw in overrides.items():
+        key = _prefix + rel_key
+        head, _, rest = rel_key.partition(".")
         names = {f.name: f for f in dataclasses.fields(cfg)}
         if head not in names:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(_keys(cfg))}")
+            valid = ", ".join(_prefix + k for k in _keys(cfg))
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
         current = getattr(cfg, head)
         if rest:
             if not dataclasses.is_dataclass(current):
                 raise ConfigError(f"unknown config key {key!r}; {head!r} has no sub-keys")
-            new = apply_overrides(current, {rest: raw})
+            new = apply_overrides(current, {rest: raw}, _prefix=f"{_prefix}{head}.")
         else:
             if dataclasses.is_dataclass(current):
                 raise ConfigError(f"config key {key!r} is a group; set one of its fields, e.g. {key}.<field>")
