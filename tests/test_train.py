@@ -183,8 +183,20 @@ def test_cli_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
-            "-m", "kexue.cli", "run", "mnist_baseline", "--preset", "smoke", "--out", str(out),
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "kexue.cli",
+            "run",
+            "mnist_baseline",
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
         ],  # fmt: skip
         capture_output=True,
         text=True,
