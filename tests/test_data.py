@@ -138,7 +138,7 @@ def test_corrupt_file_is_reported_with_the_fix(corrupt_root: Path) -> None:
 
 def test_missing_dataset_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEXUE_DATA", str(tmp_path))
-    with pytest.raises(DataError, match="imdb.*is missing.*kexue data fetch imdb"):
+    with pytest.raises(DataError, match=r"imdb.*is missing.*kexue data fetch imdb"):
         require("imdb")
 
 

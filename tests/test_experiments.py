@@ -77,7 +77,7 @@ def test_every_experiment_follows_the_contract(name: str) -> None:
 
 
 def test_unknown_experiment_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown experiment 'nope'; available: .*mnist_baseline"):
+    with pytest.raises(ValueError, match=r"unknown experiment 'nope'; available: .*mnist_baseline"):
         experiments.get("nope")
 
 

@@ -72,8 +72,15 @@ def test_fit_rejects_a_non_finite_loss() -> None:
         return {"loss": model(batch[0]).sum() * float("nan")}
 
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        fit(nn.Linear(5, 1), _regression_data(), epochs=1, batch_size=16, optimizer=lambda m: torch.optim.SGD(m.parameters(), 0.1),
-            step=bad, device="cpu")  # fmt: skip
+        fit(
+            nn.Linear(5, 1),
+            _regression_data(),
+            epochs=1,
+            batch_size=16,
+            optimizer=lambda m: torch.optim.SGD(m.parameters(), 0.1),
+            step=bad,
+            device="cpu",
+        )
 
 
 def test_checkpoint_is_atomic(tmp_path: Path) -> None:
@@ -197,7 +204,7 @@ def test_cli_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
             "smoke",
             "--out",
             str(out),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
