@@ -1,4 +1,5 @@
 """ops layer."""
+
 from kexue.ops.topk import METHODS as TOPK_METHODS
 from kexue.ops.topk import SoftTopK, soft_topk
 

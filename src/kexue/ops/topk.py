@@ -1,17 +1,17 @@
 """Smooth Top-k operators: differentiable approximations of the top-k multi-hot mask.
 
 Implements the constructions of Su Jianlin, "Softmax后传：寻找Top-K的光滑近似" (https://kexue.fm/archives/10373).
-Every method maps scores ``x`` to ``p`` with entries in ``[0, 1]`` that sum to ``k`` along ``dim`` and tends to
-the hard top-k mask as ``temperature -> 0`` (the iterative baseline keeps its documented flaws). Temperature
-always enters as ``x / temperature``.
+Every method maps scores ``x`` to ``p`` with entries in ``[0, 1]`` that sum to ``k`` along ``dim`` and tends
+to the hard top-k mask as ``temperature -> 0`` (the iterative baseline keeps its documented flaws).
+Temperature always enters as ``x / temperature``.
 
 Methods:
     ``"iterative"``: Su's 2019 recursion ``p <- p + softmax((1 - p) * (x - min x))`` repeated k times
         (https://kexue.fm/archives/6620). Historical baseline: it can leave ``[0, 1]`` and is not monotone.
-    ``"gradtopk"``: ``p = grad_x log e_k(exp(x))``, the inclusion marginals of the log-linear distribution over
-        k-subsets. The article's recursion NaNs for spread inputs; here ``log e_k`` is a log-space polynomial
-        product (a tree of log-space convolutions truncated at degree k, O(n k) work and memory) differentiated
-        by autograd, which is stable for any spread and double-backward correct.
+    ``"gradtopk"``: ``p = grad_x log e_k(exp(x))``, the inclusion marginals of the log-linear distribution
+        over k-subsets. The article's recursion NaNs for spread inputs; here ``log e_k`` is a log-space
+        polynomial product (a tree of log-space convolutions truncated at degree k, O(n k) work and memory)
+        differentiated by autograd, which is stable for any spread and double-backward correct.
     ``"exp"``: threshold ``p = min(1, exp(x - lambda))`` with ``sum p = k``; closed form after a partial sort.
         ``k = 1`` is exactly softmax.
     ``"sigmoid"``: threshold ``p = sigmoid(x - lambda)``; ``lambda`` by safeguarded Newton (bracketed, with a
@@ -20,8 +20,8 @@ Methods:
         closed form, covering the branch ``lambda < min x`` (k > n/2) and ties that the article's code misses.
 
 The three threshold methods share one custom autograd Function whose backward is the implicit-function-theorem
-VJP ``g -> w * (g - (w . g) / sum w)`` with ``w = f'(x - lambda)`` (O(n), no n x n Jacobian), written in terms of
-the saved output so that double backward is correct.
+VJP ``g -> w * (g - (w . g) / sum w)`` with ``w = f'(x - lambda)`` (O(n), no n x n Jacobian), written in
+terms of the saved output so that double backward is correct.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ METHODS: tuple[str, ...] = ("iterative", "gradtopk", "exp", "sigmoid", "laplace"
 _THRESHOLD = ("exp", "sigmoid", "laplace")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # input validation
 
 
 def _check_inputs(x: Any, k: Any, method: str, temperature: Any, dim: Any) -> tuple[int, Tensor | int]:
-    """Validate arguments; return the normalised ``dim`` and ``k`` (int or an int64 tensor of the batch shape)."""
+    """Validate arguments; return the normalised ``dim`` and ``k`` (int or int64 tensor of batch shape)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"soft_topk: x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -71,7 +71,9 @@ def _check_inputs(x: Any, k: Any, method: str, temperature: Any, dim: Any) -> tu
     if isinstance(k, Tensor):
         if k.is_floating_point():
             if not torch.equal(k, k.round()):
-                raise ValueError(f"soft_topk: k must hold integers, got non-integer values {k.flatten()[:5].tolist()}")
+                raise ValueError(
+                    f"soft_topk: k must hold integers, got non-integer values {k.flatten()[:5].tolist()}"
+                )
         elif k.dtype == torch.bool or k.is_complex():
             raise TypeError(f"soft_topk: k must be an int or an integer tensor, got dtype {k.dtype}")
         try:
@@ -88,13 +90,15 @@ def _check_inputs(x: Any, k: Any, method: str, temperature: Any, dim: Any) -> tu
         if isinstance(k, float) and k.is_integer():
             k = int(k)
         else:
-            raise TypeError(f"soft_topk: k must be an int or an integer tensor, got {k!r} ({type(k).__name__})")
+            raise TypeError(
+                f"soft_topk: k must be an int or an integer tensor, got {k!r} ({type(k).__name__})"
+            )
     if not 0 <= k <= n:
         raise ValueError(f"soft_topk: k must lie in [0, {n}] (size of dim {dim}), got k={k}")
     return dim, k
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # threshold constructions: lambda solvers (no autograd) and the shared implicit-gradient Function
 
 
@@ -131,9 +135,10 @@ def _first_true(cond: Tensor) -> Tensor:
 def _lambda_exp(z: Tensor, k: Tensor, kmax: int) -> Tensor:
     """Threshold for f(t) = min(1, e^t), Su's closed form (article eq. for C1); rows have 1 <= k < n.
 
-    With the m largest saturated, ``lambda_m = log sum_{i>=m} e^{s_i} - log(k - m)``. The right m is the smallest
-    one with ``lambda_m >= s_m`` (for smaller m the ansatz over-counts, because e^t >= min(1, e^t)); choosing it
-    this way is tie-safe and robust to rounding. Only the top kmax values are needed (at most k - 1 saturate).
+    With the m largest saturated, ``lambda_m = log sum_{i>=m} e^{s_i} - log(k - m)``. The right m is the
+    smallest one with ``lambda_m >= s_m`` (for smaller m the ansatz over-counts, because e^t >= min(1, e^t));
+    choosing it this way is tie-safe and robust to rounding. Only the top kmax values are needed (at most k -
+    1 saturate).
     """
     s, rest = _head(z, kmax)  # (R, kmax)
     suf = _suffix_lse(s, rest)[:, :kmax]  # (R, kmax): lse of entries m..n-1
@@ -145,15 +150,15 @@ def _lambda_exp(z: Tensor, k: Tensor, kmax: int) -> Tensor:
 
 
 def _lambda_laplace(z: Tensor, k: Tensor, kmax: int) -> Tensor:
-    """Threshold for the Laplace CDF, Su's closed form with both reference-code bugs fixed; rows have 1 <= k < n.
+    """Threshold for the Laplace CDF: Su's closed form with both reference-code bugs fixed; rows 1 <= k < n.
 
     With m entries above lambda, A = sum_{i<m} e^{-s_i}, B = sum_{i>=m} e^{s_i}, c = k - m, the condition
     ``k = m - e^lambda A / 2 + e^{-lambda} B / 2`` is a quadratic in e^lambda whose positive root is
     ``lambda = log B - log(c + sqrt(c^2 + AB))`` (c >= 0) or, without cancellation for c < 0,
-    ``lambda = -log A + log(|c| + sqrt(c^2 + AB))``. Candidates m = 0..n include m = n (lambda < min x, reachable
-    only when k > n/2, the case the article's code misses); the smallest m with ``lambda_m >= s_m`` is the
-    consistent one (tie-safe: the article's code broadcasts several candidates under ties). Since entries above
-    lambda exceed 1/2, m < 2k, so only the top min(n, 2 kmax) values are needed.
+    ``lambda = -log A + log(|c| + sqrt(c^2 + AB))``. Candidates m = 0..n include m = n (lambda < min x,
+    reachable only when k > n/2, the case the article's code misses); the smallest m with ``lambda_m >= s_m``
+    is the consistent one (tie-safe: the article's code broadcasts several candidates under ties). Since
+    entries above lambda exceed 1/2, m < 2k, so only the top min(n, 2 kmax) values are needed.
     """
     n = z.shape[-1]
     h = min(n, 2 * kmax)
@@ -177,9 +182,10 @@ def _lambda_laplace(z: Tensor, k: Tensor, kmax: int) -> Tensor:
 def _lambda_sigmoid(z: Tensor, k: Tensor, *, max_iter: int = 100) -> Tensor:
     """Root of ``sum_i sigmoid(z_i - lambda) = k`` by safeguarded Newton; rows have 1 <= k < n.
 
-    The bracket ``[min z - logit(k/n), max z - logit(k/n)]`` (article) always holds the root. Each step takes the
-    Newton update ``lambda + F / sum p(1-p)`` when it stays strictly inside the current bracket and bisects
-    otherwise; the bracket shrinks with the sign of F. Stops when every row's step is below the dtype's resolution.
+    The bracket ``[min z - logit(k/n), max z - logit(k/n)]`` (article) always holds the root. Each step takes
+    the Newton update ``lambda + F / sum p(1-p)`` when it stays strictly inside the current bracket and
+    bisects otherwise; the bracket shrinks with the sign of F. Stops when every row's step is below the
+    dtype's resolution.
     """
     n = z.shape[-1]
     kk = k.to(z.dtype)
@@ -257,10 +263,10 @@ def _threshold_vjp(p: Tensor, g: Tensor, method: str) -> Tensor:
 
 
 class _ThresholdTopK(torch.autograd.Function):
-    """p = f(z - lambda(z)) with lambda the root of sum f(z - lambda) = k; backward by the implicit function theorem.
+    """p = f(z - lambda(z)) with sum f(z - lambda) = k; backward by the implicit function theorem.
 
-    The backward is written with differentiable torch ops of the saved output ``p`` and ``grad_output``, so that
-    autograd differentiates it again (double backward) through this same Function.
+    The backward is written with differentiable torch ops of the saved output ``p`` and ``grad_output``, so
+    that autograd differentiates it again (double backward) through this same Function.
     """
 
     @staticmethod
@@ -277,7 +283,7 @@ class _ThresholdTopK(torch.autograd.Function):
         return _threshold_vjp(p, grad_output, ctx.method), None, None
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # gradtopk: log e_k(exp z) by a tree of truncated log-space polynomial products
 
 
@@ -305,7 +311,7 @@ def _log_poly_mul(a: Tensor, b: Tensor, kmax: int) -> Tensor:
 
 
 def _log_esp(z: Tensor, kmax: int) -> Tensor:
-    """``log e_j(exp z)`` for j = 0..kmax on each row: (R, n) -> (R, kmax + 1). O(n kmax) work, log2(n) steps."""
+    """``log e_j(exp z)``, j = 0..kmax, per row: (R, n) -> (R, kmax + 1); O(n kmax) work in log2(n) steps."""
     r, n = z.shape
     size = 1 << max(n - 1, 0).bit_length()  # next power of two
     if size > n:
@@ -328,8 +334,9 @@ def _gradtopk(z: Tensor, k: Tensor) -> Tensor:
     need_graph = torch.is_grad_enabled() and z.requires_grad
     with torch.enable_grad():
         zz = z if z.requires_grad else z.detach().requires_grad_(True)
-        # log e_k sums up to k scores: in float32 a spread of 1e4 leaves too few bits for the marginals, so the DP
-        # runs in float64; the row max is subtracted (detached; the output is shift invariant) to keep it small
+        # log e_k sums up to k scores: in float32 a spread of 1e4 leaves too few bits for the marginals, so
+        # the DP runs in float64; the row max is subtracted (detached; the output is shift invariant) to keep
+        # it small
         z64 = zz.double()
         z64 = z64 - z64.detach().amax(-1, keepdim=True)
         log_e = _log_esp(z64, kmax)  # (R, kmax + 1)
@@ -338,14 +345,17 @@ def _gradtopk(z: Tensor, k: Tensor) -> Tensor:
     return p
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # iterative baseline
 
 
 def _iterative(z: Tensor, k: Tensor) -> Tensor:
-    """Su's 2019 soft k-max (https://kexue.fm/archives/6620): z <- z - min z; p <- p + softmax((1 - p) z), k times.
+    """Su's 2019 soft k-max (https://kexue.fm/archives/6620): z <- z - min z; p <- p + softmax((1 - p) z), k
+    times.
 
-    Kept verbatim as a baseline: the sum is exactly k, but p can exceed 1 and is not monotone in z.
+    Kept verbatim as a baseline: the sum is exactly k, but p can exceed 1 and is not monotone in z. Its
+    Jacobian is a product of k factors that scale with the spread of z, so for a large spread and large k the
+    gradient itself overflows (e.g. spread 1e4, k=990 of n=1000 in float32); the forward value stays finite.
     """
     z = z - z.amin(-1, keepdim=True)
     p = torch.zeros_like(z)
@@ -356,7 +366,7 @@ def _iterative(z: Tensor, k: Tensor) -> Tensor:
     return p
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # public API
 
 
@@ -372,7 +382,9 @@ def _hard_mask(z: Tensor, k: Tensor) -> Tensor:
     return out.scatter(-1, idx, keep)
 
 
-def _soft_topk_core(x: Tensor, k: Tensor | int, method: str, temperature: float, dim: int, hard: bool) -> Tensor:
+def _soft_topk_core(
+    x: Tensor, k: Tensor | int, method: str, temperature: float, dim: int, hard: bool
+) -> Tensor:
     """Shared core: move ``dim`` last, flatten to (R, n) rows, dispatch, restore the shape."""
     orig_dtype = x.dtype
     if x.dtype in (torch.float16, torch.bfloat16):
@@ -422,7 +434,8 @@ def soft_topk(
 
     Args:
         x: (..., n, ...) floating-point scores; ``dim`` indexes the n items. Any rank; float64 works.
-        k: number of items to select, an int in [0, n] or an integer tensor broadcastable to the shape of ``x``
+        k: number of items to select, an int in [0, n] or an integer tensor broadcastable to the shape of
+        ``x``
             without ``dim`` (one k per row). k = 0 gives exact zeros and k = n exact ones (zero gradient).
         method: ``"sigmoid"`` (default; smooth, strictly monotone, exact sum), ``"exp"`` (closed form, k=1 is
             softmax, saturates at 1), ``"laplace"`` (closed form, C^1), ``"gradtopk"`` (k-subset marginals,
@@ -442,7 +455,7 @@ def soft_topk(
 
     Example:
         >>> x = torch.tensor([3.0, 2.0, 1.0, 4.0])
-        >>> p = soft_topk(x, 2, method="sigmoid", temperature=0.1)
+        >>> p = soft_topk(x, 2, method="sigmoid", temperature=0.01)
         >>> p.round(decimals=3)
         tensor([1., 0., 0., 1.])
         >>> float(soft_topk(x, 2, method="gradtopk").sum())
@@ -490,8 +503,12 @@ class SoftTopK(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the smooth top-k to ``x`` (any shape; output same shape)."""
-        return soft_topk(x, self.k, method=self.method, temperature=self.temperature, dim=self.dim, hard=self.hard)
+        return soft_topk(
+            x, self.k, method=self.method, temperature=self.temperature, dim=self.dim, hard=self.hard
+        )
 
     def extra_repr(self) -> str:
         k = f"tensor{tuple(self.k.shape)}" if isinstance(self.k, Tensor) else str(self.k)
-        return f"k={k}, method={self.method!r}, temperature={self.temperature}, dim={self.dim}, hard={self.hard}"
+        return (
+            f"k={k}, method={self.method!r}, temperature={self.temperature}, dim={self.dim}, hard={self.hard}"
+        )
