@@ -62,9 +62,9 @@ def _check_inputs(x: Any, k: Any, method: str, temperature: Any, dim: Any) -> tu
         raise TypeError(f"soft_topk: temperature must be a float, got {type(temperature).__name__}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"soft_topk: temperature must be a finite float > 0, got {temperature}")
-    if torch.isnan(x).any():
-        raise ValueError("soft_topk: x contains NaN")
-    if torch.isinf(x).any():
+    if not bool(torch.isfinite(x).all()):  # one pass in the common case
+        if bool(torch.isnan(x).any()):
+            raise ValueError("soft_topk: x contains NaN")
         raise ValueError("soft_topk: x contains +-inf; expected finite scores")
     n = x.shape[dim]
     batch_shape = x.shape[:dim] + x.shape[dim + 1 :]
@@ -200,20 +200,29 @@ def _lambda_sigmoid(z: Tensor, k: Tensor, *, max_iter: int = 100) -> Tensor:
     guess_large = -((-z).logsumexp(-1) - torch.log(n - kk))
     lam = torch.where(small, guess_small, guess_large).clamp(lo, hi)
     eps = torch.finfo(z.dtype).eps
+    tiny = torch.finfo(z.dtype).tiny
+    done = torch.zeros_like(lam, dtype=torch.bool)
     for _ in range(max_iter):
         p = torch.sigmoid(z - lam[:, None])
         f = p.sum(-1) - kk  # decreasing in lambda
         w = (p * (1 - p)).sum(-1)
         lo = torch.where(f > 0, lam, lo)
         hi = torch.where(f > 0, hi, lam)
-        newton = lam + f / w.clamp_min(torch.finfo(z.dtype).tiny)
-        inside = (newton > lo) & (newton < hi) & (w > 0)
-        new = torch.where(inside, newton, 0.5 * (lo + hi))
-        new = torch.where(f == 0, lam, new)
-        step = (new - lam).abs()
-        lam = new
+        step = f / w.clamp_min(tiny)
+        # converged when the sum is k up to its own rounding error (then f is noise: its sign must not drive a
+        # bisection, and with a saturated entry w is tiny so f / w is noise too), when the Newton correction is
+        # below the resolution of lambda, or when the bracket has collapsed; converged rows keep their lambda
         scale = 1.0 + lam.abs()
-        if bool(((step <= 4 * eps * scale) | (hi - lo <= 4 * eps * scale)).all()):
+        done = (
+            done
+            | (f.abs() <= 4 * eps * (kk + 1))
+            | (step.abs() <= 8 * eps * scale)
+            | (hi - lo <= 8 * eps * scale)
+        )
+        newton = lam + step
+        inside = (newton >= lo) & (newton <= hi) & (w > 0)
+        lam = torch.where(done, lam, torch.where(inside, newton, 0.5 * (lo + hi)))
+        if bool(done.all()):
             break
     return lam
 
