@@ -11,8 +11,8 @@ Cases, measured one after the other in this process for every (B, n) in {(64, 12
 * ``difftopk`` bitonic sorting network (Cauchy relaxation, steepness 10): its dense layers hold B x n x n
   matrices per stage, so it is run only for n = 128 (at n = 1024 and B = 64 it would need about 30 GB).
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/topk.py`` (add ``--quick`` for the first two shapes only). Peers that
-are not installed are printed as such. Timings on a shared machine are noisy; compare ratios within a table.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/topk.py`` (``--quick``: the first two shapes only). Peers that are
+not installed are printed as such. Timings on a shared machine are noisy; compare ratios within a table.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import sys
 from collections.abc import Callable
 
 import torch
-from _timing import Case, Timing, compare, header
 
+from _timing import Case, Timing, compare, header
 from kexue.ops import soft_topk
 
 SHAPES = [(64, 128), (64, 1024), (8, 16384), (1, 1_000_000)]
@@ -73,7 +73,9 @@ def _peers() -> dict[str, Callable[[torch.Tensor, int], torch.Tensor] | str]:
     return peers
 
 
-def _fwd_bwd(op: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, k: int, g: torch.Tensor) -> Callable:
+def _fwd_bwd(
+    op: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, k: int, g: torch.Tensor
+) -> Callable:
     def fn() -> None:
         x.grad = None
         y = op(x, k)
@@ -113,7 +115,9 @@ def main() -> None:
             for m in METHODS:
                 if m in ("gradtopk", "iterative") and b * n * k > ONK_LIMIT:
                     continue
-                cases.append(Case(f"kexue {m}", _fwd_bwd(lambda t, kk, m=m: soft_topk(t, kk, method=m), x, k, g)))
+                cases.append(
+                    Case(f"kexue {m}", _fwd_bwd(lambda t, kk, m=m: soft_topk(t, kk, method=m), x, k, g))
+                )
             for name, p in peers.items():
                 if not isinstance(p, str):
                     cases.append(Case(name, _fwd_bwd(p, x, k, g)))
@@ -126,7 +130,9 @@ def main() -> None:
             )
             skipped = [m for m in METHODS if m in ("gradtopk", "iterative") and b * n * k > ONK_LIMIT]
             if skipped:
-                print(f"(skipped {', '.join(skipped)}: O(n k) with B*n*k = {b * n * k:.1e} > {ONK_LIMIT:.0e})\n")
+                print(
+                    f"(skipped {', '.join(skipped)}: O(n k) with B*n*k = {b * n * k:.1e} > {ONK_LIMIT:.0e})\n"
+                )
             summary += _summarise(res, b, n, k)
     print("**Targets**\n")
     print("\n".join(summary))

@@ -207,7 +207,7 @@ PRESETS = {
     "smoke": Config(
         trials=2,
         sizes=(5, 50),
-        moe=MoEConfig(epochs=1, train_limit=1024, test_limit=512, seeds=1, hidden=16),
+        moe=MoEConfig(epochs=2, train_limit=768, test_limit=512, seeds=1, hidden=16),
         items=ItemsConfig(train_episodes=512, test_episodes=256, epochs=2),
     ),
     "quick": Config(),

@@ -209,9 +209,9 @@ def _lambda_sigmoid(z: Tensor, k: Tensor, *, max_iter: int = 100) -> Tensor:
         lo = torch.where(f > 0, lam, lo)
         hi = torch.where(f > 0, hi, lam)
         step = f / w.clamp_min(tiny)
-        # converged when the sum is k up to its own rounding error (then f is noise: its sign must not drive a
-        # bisection, and with a saturated entry w is tiny so f / w is noise too), when the Newton correction is
-        # below the resolution of lambda, or when the bracket has collapsed; converged rows keep their lambda
+        # converged when the sum is k up to its own rounding error (then f is noise: its sign must not drive
+        # a bisection, and with a saturated entry w is tiny so f / w is noise too), when the Newton correction
+        # is below the resolution of lambda, or when the bracket has collapsed; converged rows keep lambda
         scale = 1.0 + lam.abs()
         done = (
             done
@@ -338,20 +338,31 @@ def _log_esp(z: Tensor, kmax: int) -> Tensor:
 
 
 def _gradtopk(z: Tensor, k: Tensor) -> Tensor:
-    """GradTopK marginals ``grad_z log e_k(exp z)`` per row (rows (R, n), k: (R,) in [1, n-1])."""
-    kmax = int(k.max())
+    """GradTopK marginals ``grad_z log e_k(exp z)`` per row (rows (R, n), k: (R,) in [1, n-1]).
+
+    Rows with k > n/2 use the complement identity ``e_k(e^z) = e^{sum z} e_{n-k}(e^{-z})``, i.e.
+    ``ST_k(z) = 1 - ST_{n-k}(-z)``: exact, O(n min(k, n-k)), and entries near 1 come out as 1 - (small), which
+    keeps their rounding error relative to the small side.
+    """
+    n = z.shape[-1]
+    flip = k > n // 2
+    k_eff = torch.where(flip, n - k, k)
+    z_eff = torch.where(flip[:, None], -z, z)
+    kmax = int(k_eff.max())
     need_graph = torch.is_grad_enabled() and z.requires_grad
     with torch.enable_grad():
-        zz = z if z.requires_grad else z.detach().requires_grad_(True)
+        zz = z_eff if z_eff.requires_grad else z_eff.detach().requires_grad_(True)
         # log e_k sums up to k scores: in float32 a spread of 1e4 leaves too few bits for the marginals, so
-        # the DP runs in float64; the row max is subtracted (detached; the output is shift invariant) to keep
-        # it small
+        # the DP runs in float64; the row max is subtracted (detached; the output is shift invariant)
         z64 = zz.double()
         z64 = z64 - z64.detach().amax(-1, keepdim=True)
         log_e = _log_esp(z64, kmax)  # (R, kmax + 1)
-        log_z = log_e.gather(-1, k[:, None]).sum()
+        log_z = log_e.gather(-1, k_eff[:, None]).sum()
         (p,) = torch.autograd.grad(log_z, zz, create_graph=need_graph)
-    return p
+    p = torch.where(flip[:, None], 1 - p, p)
+    # the marginals lie in [0, 1] exactly; rounding in the DP can overshoot by ~1e-12. Clamp the value only:
+    # the gradient is that of the unclamped marginals (a clamp's zero gradient would corrupt the Jacobian)
+    return p + (p.clamp(0, 1) - p).detach()
 
 
 # ----------------------------------------------------------------------------------------------------------
