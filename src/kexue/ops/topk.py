@@ -62,7 +62,8 @@ def _check_inputs(x: Any, k: Any, method: str, temperature: Any, dim: Any) -> tu
         raise TypeError(f"soft_topk: temperature must be a float, got {type(temperature).__name__}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"soft_topk: temperature must be a finite float > 0, got {temperature}")
-    if not bool(torch.isfinite(x).all()):  # one pass in the common case
+    # one reduction in the common case: NaN / inf propagate into the sum (an overflow only costs the full check)
+    if not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x).all()):
         if bool(torch.isnan(x).any()):
             raise ValueError("soft_topk: x contains NaN")
         raise ValueError("soft_topk: x contains +-inf; expected finite scores")
@@ -179,65 +180,69 @@ def _lambda_laplace(z: Tensor, k: Tensor, kmax: int) -> Tensor:
     return lam.gather(-1, _first_true(cond)).squeeze(-1)
 
 
-def _lambda_sigmoid(z: Tensor, k: Tensor, *, max_iter: int = 100) -> Tensor:
-    """Root of ``sum_i sigmoid(z_i - lambda) = k`` by safeguarded Newton; rows have 1 <= k < n.
+def _lambda_sigmoid(z: Tensor, k: Tensor, *, k_int: int | None = None, max_iter: int = 100) -> Tensor:
+    """``p = sigmoid(z - lambda)`` with ``sum p = k`` by safeguarded Newton; rows have 1 <= k < n.
 
     The bracket ``[min z - logit(k/n), max z - logit(k/n)]`` (article) always holds the root. Each step takes
-    the Newton update ``lambda + F / sum p(1-p)`` when it stays strictly inside the current bracket and
-    bisects otherwise; the bracket shrinks with the sign of F. Stops when every row's step is below the
-    dtype's resolution.
+    the Newton update ``lambda + F / sum p(1-p)`` when it stays inside the current bracket and bisects
+    otherwise; the bracket shrinks with the sign of F. Returns p at the final lambda (not lambda itself).
     """
     n = z.shape[-1]
     kk = k.to(z.dtype)
     logit = torch.log(kk) - torch.log(n - kk)
-    zmax = z.amax(-1)
-    zmin = z.amin(-1)
-    lo = zmin - logit
-    hi = zmax - logit
+    lo = z.amin(-1) - logit
+    hi = z.amax(-1) - logit
     # start from the exp-tail guess (good when k << n) or its mirror (k close to n), clamped into the bracket
-    small = kk <= n / 2
-    guess_small = z.logsumexp(-1) - torch.log(kk)
-    guess_large = -((-z).logsumexp(-1) - torch.log(n - kk))
-    lam = torch.where(small, guess_small, guess_large).clamp(lo, hi)
-    eps = torch.finfo(z.dtype).eps
-    tiny = torch.finfo(z.dtype).tiny
-    done = torch.zeros_like(lam, dtype=torch.bool)
-    for _ in range(max_iter):
-        p = torch.sigmoid(z - lam[:, None])
-        f = p.sum(-1) - kk  # decreasing in lambda
-        w = (p * (1 - p)).sum(-1)
-        lo = torch.where(f > 0, lam, lo)
-        hi = torch.where(f > 0, hi, lam)
-        step = f / w.clamp_min(tiny)
-        # converged when the sum is k up to its own rounding error (then f is noise: its sign must not drive
-        # a bisection, and with a saturated entry w is tiny so f / w is noise too), when the Newton correction
-        # is below the resolution of lambda, or when the bracket has collapsed; converged rows keep lambda
-        scale = 1.0 + lam.abs()
-        done = (
-            done
-            | (f.abs() <= 4 * eps * (kk + 1))
-            | (step.abs() <= 8 * eps * scale)
-            | (hi - lo <= 8 * eps * scale)
+    if k_int is not None and 2 * k_int <= n:
+        guess = z.logsumexp(-1) - torch.log(kk)
+    elif k_int is not None:
+        guess = -((-z).logsumexp(-1) - torch.log(n - kk))
+    else:
+        guess = torch.where(
+            kk <= n / 2, z.logsumexp(-1) - torch.log(kk), -((-z).logsumexp(-1) - torch.log(n - kk))
         )
-        newton = lam + step
-        inside = (newton >= lo) & (newton <= hi) & (w > 0)
-        lam = torch.where(done, lam, torch.where(inside, newton, 0.5 * (lo + hi)))
+    lam = torch.minimum(torch.maximum(guess, lo), hi)
+    eps = torch.finfo(z.dtype).eps
+    tol_f = 4 * eps * (kk + 1)  # rounding level of sum p = k
+    done = torch.zeros_like(lam, dtype=torch.bool)
+    p = z
+    for _ in range(max_iter):
+        p = torch.sub(z, lam[:, None]).sigmoid_()
+        s1 = p.sum(-1)
+        f = s1 - kk  # decreasing in lambda
+        w = s1 - torch.linalg.vecdot(p, p)  # -F'(lambda) = sum p (1 - p)
+        pos = f > 0
+        lo = torch.where(pos, lam, lo)
+        hi = torch.where(pos, hi, lam)
+        newton = lam + f / w  # inf / NaN when w underflows: rejected by the bracket test below
+        new = torch.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
+        # a row is converged when the sum is k up to its own rounding (f is then noise: its sign must not
+        # drive a bisection, and with a saturated entry w is tiny so f / w is noise too) or when the update is
+        # below the resolution of lambda; converged rows keep their lambda, so p belongs to the final lambda
+        done = done | (f.abs() <= tol_f) | ((new - lam).abs() <= 8 * eps * (1.0 + lam.abs()))
         if bool(done.all()):
-            break
-    return lam
+            return p
+        lam = torch.where(done, lam, new)
+    return torch.sub(z, lam[:, None]).sigmoid_()
 
 
-def _threshold_forward(z: Tensor, k: Tensor, method: str) -> Tensor:
-    """p = f(z - lambda(z)) on (R, n) rows, exact 0 / 1 for rows with k = 0 / k = n. No autograd."""
+def _threshold_forward(z: Tensor, k: Tensor, method: str, k_int: int | None = None) -> Tensor:
+    """p = f(z - lambda(z)) on (R, n) rows, exact 0 / 1 for rows with k = 0 / k = n. No autograd.
+
+    ``k_int`` is the common k when every row has the same 1 <= k < n (skips the per-row bookkeeping).
+    """
     n = z.shape[-1]
-    degenerate = (k == 0) | (k == n)
-    kc = k.clamp(1, max(n - 1, 1))
     if n == 1:  # every row is degenerate
         return torch.where(k[:, None] == n, torch.ones_like(z), torch.zeros_like(z))
-    kmax = int(kc.max()) if kc.numel() else 1
+    if k_int is None:
+        degenerate = (k == 0) | (k == n)
+        kc = k.clamp(1, n - 1)
+        kmax = int(kc.max()) if kc.numel() else 1
+    else:
+        kc, kmax = k, k_int
     if method == "exp":
         lam = _lambda_exp(z, kc, kmax)
-        p = torch.exp(z - lam[:, None]).clamp_max(1.0)
+        p = torch.sub(z, lam[:, None]).exp_().clamp_max_(1.0)
     elif method == "laplace":
         lam = _lambda_laplace(z, kc, kmax)
         t = z - lam[:, None]
@@ -245,9 +250,8 @@ def _threshold_forward(z: Tensor, k: Tensor, method: str) -> Tensor:
         e = torch.exp(-t.abs())
         p = torch.where(t >= 0, 1 - 0.5 * e, 0.5 * e)
     else:
-        lam = _lambda_sigmoid(z, kc)
-        p = torch.sigmoid(z - lam[:, None])
-    if bool(degenerate.any()):
+        p = _lambda_sigmoid(z, kc, k_int=k_int)
+    if k_int is None and bool(degenerate.any()):
         full = (k == n)[:, None].to(z.dtype).expand_as(z)
         p = torch.where(degenerate[:, None], full, p)
     return p
@@ -258,7 +262,7 @@ def _threshold_weight(p: Tensor, method: str) -> Tensor:
     if method == "sigmoid":
         return p * (1 - p)
     if method == "exp":
-        return p * (p < 1).to(p.dtype)
+        return torch.where(p < 1, p, 0.0)
     return torch.minimum(p, 1 - p)  # Laplace: f' = min(f, 1 - f)
 
 
@@ -266,7 +270,7 @@ def _threshold_vjp(p: Tensor, g: Tensor, method: str) -> Tensor:
     """Implicit-function VJP ``w * (g - (w . g) / sum w)`` (spec 8.4 C2), O(n) per row."""
     w = _threshold_weight(p, method)
     sw = w.sum(-1, keepdim=True)
-    wg = (w * g).sum(-1, keepdim=True)
+    wg = torch.linalg.vecdot(w, g)[:, None]
     # rows where every w vanished (k = 0, k = n, or fully saturated) have zero gradient
     return w * (g - wg / sw.clamp_min(torch.finfo(p.dtype).tiny))
 
@@ -279,17 +283,17 @@ class _ThresholdTopK(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, k: Tensor, method: str) -> Tensor:
+    def forward(ctx: Any, z: Tensor, k: Tensor, method: str, k_int: int | None) -> Tensor:
         with torch.no_grad():
-            p = _threshold_forward(z, k, method)
+            p = _threshold_forward(z, k, method, k_int)
         ctx.method = method
         ctx.save_for_backward(p)
         return p
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, None, None]:
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, None, None, None]:
         (p,) = ctx.saved_tensors
-        return _threshold_vjp(p, grad_output, ctx.method), None, None
+        return _threshold_vjp(p, grad_output, ctx.method), None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -308,15 +312,14 @@ def _log_poly_mul(a: Tensor, b: Tensor, kmax: int) -> Tensor:
     """
     da, db = a.shape[-1] - 1, b.shape[-1] - 1
     dc = min(da + db, kmax)
-    i = torch.arange(da + 1, device=a.device)[:, None]
-    j = torch.arange(dc + 1, device=a.device)[None, :]
-    idx = j - i  # (da + 1, dc + 1): degree taken from b
-    valid = (idx >= 0) & (idx <= db)
-    idx = torch.where(valid, idx, torch.full_like(idx, db + 1))  # out-of-range -> a -inf pad slot
-    b_pad = torch.cat([b, torch.full_like(b[..., :1], -math.inf)], dim=-1)
-    terms = a[..., :, None] + b_pad[..., idx]  # (..., da + 1, dc + 1)
+    # sliding windows over b padded with -inf: win[..., j, t] = b_{j + t - da}, so the term a_i + b_{j-i} sits
+    # at t = da - i. unfold is a view, which keeps forward and backward cheap (no gather / index_put)
+    left = torch.full_like(b[..., :1], -math.inf).expand(*b.shape[:-1], da)
+    right = torch.full_like(b[..., :1], -math.inf).expand(*b.shape[:-1], max(0, dc - db))
+    win = torch.cat([left, b, right], dim=-1).unfold(-1, da + 1, 1)  # (..., dc + 1, da + 1)
+    terms = a.flip(-1)[..., None, :] + win
     # every output degree j <= da + db has at least one finite term, so logsumexp and its gradient are finite
-    return terms.logsumexp(-2)
+    return terms.logsumexp(-1)
 
 
 def _log_esp(z: Tensor, kmax: int) -> Tensor:
@@ -349,6 +352,9 @@ def _gradtopk(z: Tensor, k: Tensor) -> Tensor:
     k_eff = torch.where(flip, n - k, k)
     z_eff = torch.where(flip[:, None], -z, z)
     kmax = int(k_eff.max())
+    if kmax == 1:  # e_1(e^z) = sum e^z: GradTopK is exactly softmax (and 1 - softmax(-z) for k = n - 1)
+        p = torch.softmax(z_eff, dim=-1)
+        return torch.where(flip[:, None], 1 - p, p)
     need_graph = torch.is_grad_enabled() and z.requires_grad
     with torch.enable_grad():
         zz = z_eff if z_eff.requires_grad else z_eff.detach().requires_grad_(True)
@@ -412,13 +418,27 @@ def _soft_topk_core(
     xt = x.movedim(dim, -1)
     shape = xt.shape
     n = shape[-1]
-    z = xt.reshape(-1, n) / temperature  # (R, n)
+    z = xt.reshape(-1, n)  # (R, n)
+    if temperature != 1.0:
+        z = z / temperature
     rows = z.shape[0]
-    kr = k.reshape(-1) if isinstance(k, Tensor) else torch.full((rows,), k, dtype=torch.long, device=x.device)
     if rows == 0 or n == 0:
         return x.new_zeros(x.shape).to(orig_dtype)
+    if not isinstance(k, Tensor):
+        if k in (0, n):  # exact 0 / 1 with zero gradient, no solver
+            p = z * 0 + (1.0 if k == n else 0.0)
+            if hard:
+                p = _hard_mask(z, torch.full((rows,), k, dtype=torch.long, device=x.device)) + (
+                    p - p.detach()
+                )
+            return p.reshape(shape).movedim(-1, dim).to(orig_dtype)
+        if k == 1 and method in ("exp", "gradtopk") and not hard:
+            # both are exactly softmax for k = 1 (article); skip the sort / DP
+            return torch.softmax(z, dim=-1).reshape(shape).movedim(-1, dim).to(orig_dtype)
+    kr = k.reshape(-1) if isinstance(k, Tensor) else torch.full((rows,), k, dtype=torch.long, device=x.device)
     if method in _THRESHOLD:
-        p = _ThresholdTopK.apply(z, kr, method)
+        k_int = k if isinstance(k, int) else None  # k in (0, n) here: 0 and n returned early
+        p = _ThresholdTopK.apply(z, kr, method, k_int)
     else:
         degenerate = (kr == 0) | (kr == n)
         kc = kr.clamp(1, max(n - 1, 1))
