@@ -62,7 +62,7 @@ def _check_inputs(x: Any, k: Any, method: str, temperature: Any, dim: Any) -> tu
         raise TypeError(f"soft_topk: temperature must be a float, got {type(temperature).__name__}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"soft_topk: temperature must be a finite float > 0, got {temperature}")
-    # one reduction in the common case: NaN / inf propagate into the sum (an overflow only costs the full check)
+    # one reduction in the common case: NaN / inf propagate into the sum (overflow only costs the full check)
     if not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x).all()):
         if bool(torch.isnan(x).any()):
             raise ValueError("soft_topk: x contains NaN")
