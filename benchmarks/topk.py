@@ -1,0 +1,161 @@
+"""Smooth top-k: forward + backward time and peak memory against the peers, as ratios to hard ``torch.topk``.
+
+Cases, measured one after the other in this process for every (B, n) in {(64, 128), (64, 1024), (8, 16384),
+(1, 1_000_000)} and k in {1, 10, n/10}:
+
+* ``torch.topk`` (hard; the floor): ``x.topk(k).values`` then backward;
+* ``kexue <method>`` for the five constructions of ``kexue.ops.soft_topk`` (``gradtopk`` and ``iterative`` are
+  O(n k) and are skipped where B * n * k > 5e7);
+* ``entmax.budget_bisect`` (budget = k, its default 50 bisection steps);
+* ``torchsort`` soft-rank mask ``clamp(soft_rank(x) - (n - k), 0, 1)`` (regularization "l2", strength 1);
+* ``difftopk`` bitonic sorting network (Cauchy relaxation, steepness 10): its dense layers hold B x n x n
+  matrices per stage, so it is run only for n = 128 (at n = 1024 and B = 64 it would need about 30 GB).
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/topk.py`` (``--quick``: the first two shapes only). Peers that are
+not installed are printed as such. Timings on a shared machine are noisy; compare ratios within a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+import torch
+
+from _timing import Case, Timing, compare, header
+from kexue.ops import soft_topk
+
+SHAPES = [(64, 128), (64, 1024), (8, 16384), (1, 1_000_000)]
+METHODS = ("sigmoid", "exp", "laplace", "gradtopk", "iterative")
+ONK_LIMIT = 5e7
+
+
+def _peers() -> dict[str, Callable[[torch.Tensor, int], torch.Tensor] | str]:
+    peers: dict[str, Callable[[torch.Tensor, int], torch.Tensor] | str] = {}
+    try:
+        from entmax import budget_bisect
+
+        peers["entmax.budget_bisect"] = lambda x, k: budget_bisect(x, k)
+    except ImportError as e:
+        peers["entmax.budget_bisect"] = f"not installed ({e})"
+    try:
+        import torchsort
+
+        def _ts(x: torch.Tensor, k: int) -> torch.Tensor:
+            r = torchsort.soft_rank(x, regularization="l2", regularization_strength=1.0)
+            return torch.clamp(r - (x.shape[-1] - k), 0, 1)
+
+        peers["torchsort soft-rank mask"] = _ts
+    except ImportError as e:
+        peers["torchsort soft-rank mask"] = f"not installed ({e})"
+    try:
+        import io
+        from contextlib import redirect_stdout
+
+        with redirect_stdout(io.StringIO()):  # difftopk prints a note about the optional torch_sparse
+            from difftopk import get_sorting_network
+            from difftopk import topk as dtopk
+        nets: dict[int, object] = {}
+
+        def _dt(x: torch.Tensor, k: int) -> torch.Tensor:
+            n = x.shape[-1]
+            if n > 128:
+                raise MemoryError(f"skipped: dense sorting network needs B*n*n per stage at n={n}")
+            if n not in nets:
+                nets[n] = get_sorting_network("bitonic", n, x.device)
+            _, mat = dtopk(nets[n], x, k, steepness=10.0, distribution="cauchy")
+            return mat.sum(-1)  # (B, n, k) relaxed top-k permutation columns -> mask
+
+        peers["difftopk bitonic"] = _dt
+    except ImportError as e:
+        peers["difftopk bitonic"] = f"not installed ({e})"
+    return peers
+
+
+def _fwd_bwd(
+    op: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, k: int, g: torch.Tensor
+) -> Callable:
+    def fn() -> None:
+        x.grad = None
+        y = op(x, k)
+        (y * g).sum().backward()
+
+    return fn
+
+
+def _hard(x: torch.Tensor, k: int, g: torch.Tensor) -> Callable:
+    def fn() -> None:
+        x.grad = None
+        v = x.topk(k, -1).values
+        (v * g[:, :k]).sum().backward()
+
+    return fn
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="only the two smaller shapes")
+    ap.add_argument("--max-seconds", type=float, default=3.0, help="time budget per case")
+    args = ap.parse_args()
+    print(header())
+    print()
+    peers = _peers()
+    for name, p in peers.items():
+        if isinstance(p, str):
+            print(f"- {name}: {p}")
+    summary: list[str] = []
+    shapes = SHAPES[:2] if args.quick else SHAPES
+    for b, n in shapes:
+        for k in sorted({1, 10, n // 10}):
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(b, n, generator=gen).requires_grad_(True)
+            g = torch.randn(b, n, generator=gen)
+            cases = [Case("torch.topk (hard)", _hard(x, k, g))]
+            for m in METHODS:
+                if m in ("gradtopk", "iterative") and b * n * k > ONK_LIMIT:
+                    continue
+                cases.append(
+                    Case(f"kexue {m}", _fwd_bwd(lambda t, kk, m=m: soft_topk(t, kk, method=m), x, k, g))
+                )
+            for name, p in peers.items():
+                if not isinstance(p, str):
+                    cases.append(Case(name, _fwd_bwd(p, x, k, g)))
+            res = compare(
+                f"forward+backward, B={b}, n={n}, k={k}",
+                cases,
+                baseline="torch.topk (hard)",
+                max_seconds=args.max_seconds,
+                repeats=15,
+            )
+            skipped = [m for m in METHODS if m in ("gradtopk", "iterative") and b * n * k > ONK_LIMIT]
+            if skipped:
+                print(
+                    f"(skipped {', '.join(skipped)}: O(n k) with B*n*k = {b * n * k:.1e} > {ONK_LIMIT:.0e})\n"
+                )
+            summary += _summarise(res, b, n, k)
+    print("**Targets**\n")
+    print("\n".join(summary))
+    sys.stdout.flush()
+
+
+def _summarise(res: list[Timing], b: int, n: int, k: int) -> list[str]:
+    t = {r.name: r for r in res if not r.error}
+    hard = t.get("torch.topk (hard)")
+    peer_names = ("entmax.budget_bisect", "torchsort soft-rank mask", "difftopk bitonic")
+    peer_times = [t[p].median_s for p in peer_names if p in t]
+    out = []
+    for m in ("sigmoid", "exp"):
+        ours = t.get(f"kexue {m}")
+        if ours is None or hard is None:
+            continue
+        line = f"- B={b}, n={n}, k={k}, {m}: {ours.median_s / hard.median_s:.1f}x torch.topk"
+        if peer_times:
+            best = min(peer_times)
+            line += f", fastest peer / ours = {best / ours.median_s:.2f}"
+        out.append(line)
+    return out
+
+
+if __name__ == "__main__":
+    main()

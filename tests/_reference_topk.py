@@ -1,0 +1,142 @@
+"""Naive references for the smooth top-k tests, written straight from https://kexue.fm/archives/10373.
+
+Everything here is 1-D, float64, loop-based and slow on purpose: brute-force enumeration of k-subsets for
+GradTopK, plain bisection for the thresholds, and faithful transcriptions of the article's own numpy snippets
+(whose bugs the tests pin as facts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def gradtopk_bruteforce(x: Tensor, k: int) -> Tensor:
+    """Inclusion marginals of the log-linear distribution over k-subsets: Z_{k,i} / Z_k by enumeration."""
+    xs = x.double().tolist()
+    n = len(xs)
+    num = [0.0] * n
+    den = 0.0
+    shift = max(xs) * k  # avoid overflow; cancels in the ratio
+    for subset in itertools.combinations(range(n), k):
+        w = math.exp(sum(xs[i] for i in subset) - shift)
+        den += w
+        for i in subset:
+            num[i] += w
+    return torch.tensor([v / den for v in num], dtype=torch.float64)
+
+
+def iterative_loop(x: Tensor, k: int) -> Tensor:
+    """Su 2019 (kexue.fm/archives/6620): x <- x - min x; p <- p + softmax((1 - p) * x), k times."""
+    xs = np.asarray(x.double().tolist())
+    xs = xs - xs.min()
+    p = np.zeros_like(xs)
+    for _ in range(k):
+        y = (1 - p) * xs
+        e = np.exp(y - y.max())
+        p = p + e / e.sum()
+    return torch.tensor(p)
+
+
+def stackexchange_iteration(x: Tensor, k: int) -> Tensor:
+    """stats.stackexchange.com/a/454788: p <- p + softmax(x; weights 1 - p), k times (the article's
+    counterexample)."""
+    xs = np.asarray(x.double().tolist())
+    p = np.zeros_like(xs)
+    for _ in range(k):
+        w = (1 - p) * np.exp(xs - xs.max())
+        p = p + w / w.sum()
+    return torch.tensor(p)
+
+
+def _f(method: str, t: float) -> float:
+    if method == "exp":
+        return min(1.0, math.exp(min(t, 0.0)))
+    if method == "sigmoid":
+        return 1 / (1 + math.exp(-t)) if t >= 0 else math.exp(t) / (1 + math.exp(t))
+    if method == "laplace":
+        return 1 - 0.5 * math.exp(-t) if t >= 0 else 0.5 * math.exp(t)
+    raise ValueError(method)
+
+
+def threshold_bisection(x: Tensor, k: int, method: str, *, iters: int = 200) -> tuple[Tensor, float]:
+    """p = f(x - lambda) with sum p = k by plain bisection on the article's bracket, widened to cover every
+    f."""
+    xs = x.double().tolist()
+    n = len(xs)
+    if k == 0:
+        return torch.zeros(n, dtype=torch.float64), math.inf
+    if k == n:
+        return torch.ones(n, dtype=torch.float64), -math.inf
+    lo = min(xs) - 60.0 - math.log(n)
+    hi = max(xs) + 60.0 + math.log(n)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if sum(_f(method, v - mid) for v in xs) > k:
+            lo = mid
+        else:
+            hi = mid
+    lam = 0.5 * (lo + hi)
+    return torch.tensor([_f(method, v - lam) for v in xs], dtype=torch.float64), lam
+
+
+def threshold_jacobian(p: Tensor, method: str) -> Tensor:
+    """Implicit-function Jacobian diag(w) - w w^T / sum w with w = f'(x - lambda) expressed through p."""
+    if method == "sigmoid":
+        w = p * (1 - p)
+    elif method == "exp":
+        w = torch.where(p < 1, p, torch.zeros_like(p))
+    else:
+        w = torch.minimum(p, 1 - p)
+    return torch.diag(w) - torch.outer(w, w) / w.sum()
+
+
+def sigmoid_sg_trick(x: Tensor, k: int) -> Tensor:
+    """The article's stop-gradient injection: lambda -> x . sg[grad lambda] + sg[lambda - x . grad lambda]."""
+    p0, lam = threshold_bisection(x.detach(), k, "sigmoid")
+    w = p0 * (1 - p0)
+    dlam = (w / w.sum()).to(x.dtype)  # implicit function theorem: d lambda / d x_j = sigma'_j / sum sigma'
+    lam_t = (x * dlam.detach()).sum() + (lam - (x * dlam).sum()).detach()
+    return torch.sigmoid(x - lam_t)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# transcriptions of the article's numpy code (its bugs included)
+
+
+def article_gradtopk(x: np.ndarray, k: int) -> np.ndarray:
+    """Article snippet 1: the log-space recursion log Z_{k,i} = x_i + log(Z_{k-1} - Z_{k-1,i}) without
+    log1mexp."""
+    log_zs = x.copy()
+    log_z = 0.0
+    with np.errstate(all="ignore"):
+        for i in range(1, k + 1):
+            log_zs = x.copy() if i == 1 else x + log_z + np.log(1 - np.exp(log_zs - log_z))
+            log_z = np.logaddexp.reduce(log_zs) - np.log(i)
+        return np.exp(log_zs - log_z)
+
+
+def article_laplace(x: np.ndarray, k: int) -> np.ndarray:
+    """Article snippet 4: vectorised Laplace-CDF closed form over m = 0..n-1 with an interval mask.
+
+    Misses the branch lambda < min(x) (k > n/2) and breaks under ties (several candidates pass the mask),
+    exactly as the article's code does: returns an array of the wrong shape or raises.
+    """
+    x_sort = np.sort(x)  # ascending
+    lse1 = np.logaddexp.accumulate(x_sort)  # lse of the smallest j+1 entries
+    lse2 = np.logaddexp.accumulate(-x_sort[::-1])[::-1]  # lse of -x over entries >= position j
+    lse2 = np.concatenate([lse2[1:], [-np.inf]])  # over strictly larger entries
+    m = np.arange(len(x) - 1, -1, -1)  # entries above
+    c = k - m
+    lam = lse1 - np.log(np.sqrt(c**2 + np.exp(lse1 + lse2)) + c)
+    upper = np.concatenate([x_sort[1:], [np.inf]])
+    mask = (x_sort <= lam) & (lam <= upper)
+    lam = lam[mask]
+    if lam.size != 1:
+        raise ValueError(f"article Laplace code: {lam.size} consistent candidates")
+    t = x - lam
+    return np.where(t >= 0, 1 - np.exp(-t) / 2, np.exp(t) / 2)
