@@ -5,6 +5,7 @@ from .distributed import init_from_env, is_main_process, shutdown
 from .evaluation import accuracy, predict_logits
 from .probe import knn_accuracy, linear_probe_accuracy
 from .loop import FitResult, StepFn, TensorBatches, default_device, fit, rank_and_world, seed_all
+from .calibration import ReliabilityDiagram, expected_calibration_error, reliability_diagram
 
 __all__ = [
     "FitResult",
@@ -23,4 +24,7 @@ __all__ = [
     "save_checkpoint",
     "seed_all",
     "shutdown",
+    "ReliabilityDiagram",
+    "expected_calibration_error",
+    "reliability_diagram",
 ]
