@@ -137,9 +137,5 @@ def compare(title: str, cases: Sequence[Case], *, baseline: str, **kw: float) ->
 
 def header() -> str:
     """One line describing the machine, to print above the tables."""
-    dev = (
-        torch.cuda.get_device_name(0)
-        if torch.cuda.is_available()
-        else f"CPU x{torch.get_num_threads()} threads"
-    )
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()} threads"
     return f"torch {torch.__version__}, {dev}, {os.cpu_count()} cores"

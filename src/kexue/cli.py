@@ -113,7 +113,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from kexue.report import claims_table, collect, write_report
 
-    md, html = write_report(args.dir)
+    _, html = write_report(args.dir)
     print(claims_table(collect(args.dir)))
     print(f"report: {html}")
     return 0
@@ -163,9 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one experiment")
     r.add_argument("name")
     r.add_argument("--preset", default="quick", help="smoke | quick | full (default quick)")
-    r.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. epochs=3"
-    )
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. epochs=3")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--out", default=None, help="run folder (default runs/NAME-PRESET)")
     r.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")

@@ -7,14 +7,13 @@ from .text import TWEET_CLASSES, load_chinese_reviews, load_imdb, load_tweets
 from .vocab import Vocab, tokenize
 
 __all__ = [
-    "ContrastiveAugment",
-    "Vocab",
-    "tokenize",
     "FASHION_CLASSES",
     "MNIST_CLASSES",
     "SOURCES",
     "TWEET_CLASSES",
+    "ContrastiveAugment",
     "DataError",
+    "Vocab",
     "data_root",
     "fetch",
     "load_chinese_reviews",
@@ -26,4 +25,5 @@ __all__ = [
     "read_idx",
     "require",
     "status",
+    "tokenize",
 ]

@@ -49,7 +49,11 @@ def read_idx(path: Path, *, dataset: str = "?") -> np.ndarray:
     """
     fix = fix_command(dataset)
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise DataError(f"dataset {dataset!r}: cannot read {path} ({e}). Fix: {fix}") from None
     if len(raw) < 8:
@@ -60,9 +64,7 @@ def read_idx(path: Path, *, dataset: str = "?") -> np.ndarray:
     dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     expected = 4 + 4 * ndim + int(np.prod(dims))
     if len(raw) != expected:
-        raise DataError(
-            f"dataset {dataset!r}: {path} has {len(raw)} bytes, its header says {expected}. Fix: {fix}"
-        )
+        raise DataError(f"dataset {dataset!r}: {path} has {len(raw)} bytes, its header says {expected}. Fix: {fix}")
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 

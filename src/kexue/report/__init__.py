@@ -83,7 +83,7 @@ def _flat_metrics(metrics: dict[str, Any], prefix: str = "", limit: int = 60) ->
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out += _flat_metrics(v, key + ".", limit)
-        elif isinstance(v, bool) or isinstance(v, (int, str)):
+        elif isinstance(v, (bool, int, str)):
             out.append((key, str(v)))
         elif isinstance(v, float):
             out.append((key, f"{v:.4g}" if math.isfinite(v) else str(v)))
@@ -139,9 +139,7 @@ def write_report(root: str | Path, *, title: str = "kexue reproduction report") 
         parts.append(f"<h2>{e(r.get('title', r['experiment']))}</h2>")
         if r.get("article"):
             url = e(r["article"])
-            parts.append(
-                f"<p>Article: <a href='{url}'>{url}</a> · preset <code>{e(r.get('preset', '?'))}</code></p>"
-            )
+            parts.append(f"<p>Article: <a href='{url}'>{url}</a> · preset <code>{e(r.get('preset', '?'))}</code></p>")
         if "error" in r:
             parts.append(f"<pre>{e(r['error'].strip()[-4000:])}</pre>")
         if r["claims"]:

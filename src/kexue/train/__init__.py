@@ -1,30 +1,30 @@
 """Training: the one generic loop, seeding, checkpoints, evaluation helpers and distributed set-up."""
 
+from .calibration import ReliabilityDiagram, expected_calibration_error, reliability_diagram
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import init_from_env, is_main_process, shutdown
 from .evaluation import accuracy, predict_logits
-from .probe import knn_accuracy, linear_probe_accuracy
 from .loop import FitResult, StepFn, TensorBatches, default_device, fit, rank_and_world, seed_all
-from .calibration import ReliabilityDiagram, expected_calibration_error, reliability_diagram
+from .probe import knn_accuracy, linear_probe_accuracy
 
 __all__ = [
     "FitResult",
+    "ReliabilityDiagram",
     "StepFn",
     "TensorBatches",
     "accuracy",
     "default_device",
+    "expected_calibration_error",
     "fit",
     "init_from_env",
+    "is_main_process",
     "knn_accuracy",
     "linear_probe_accuracy",
-    "is_main_process",
     "load_checkpoint",
     "predict_logits",
     "rank_and_world",
+    "reliability_diagram",
     "save_checkpoint",
     "seed_all",
     "shutdown",
-    "ReliabilityDiagram",
-    "expected_calibration_error",
-    "reliability_diagram",
 ]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from .checkpoint import load_checkpoint, save_checkpoint
 
@@ -35,7 +35,7 @@ __all__ = ["FitResult", "StepFn", "TensorBatches", "default_device", "fit", "ran
 
 log = logging.getLogger("kexue")
 
-StepFn = Callable[[nn.Module, Sequence[Tensor]], Mapping[str, Tensor]]
+StepFn = Callable[[nn.Module, list[Tensor]], Mapping[str, Tensor]]
 
 # Test hook for crash recovery: after the checkpoint of this epoch is written the process kills itself with
 # SIGKILL, exactly like an out-of-memory kill or a pre-empted job. Never set outside tests.
@@ -61,7 +61,7 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _Indices(Sequence[int]):
+class _Indices(Dataset[int]):
     """A length-only dataset stand-in so :class:`DistributedSampler` can shard plain index ranges."""
 
     def __init__(self, n: int) -> None:
@@ -70,7 +70,7 @@ class _Indices(Sequence[int]):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> int:  # type: ignore[override]
+    def __getitem__(self, i: int) -> int:
         return i
 
 
@@ -110,7 +110,7 @@ class TensorBatches:
         self.batch_size = batch_size
         self.drop_last = drop_last
         rank, world = rank_and_world()
-        self.sampler = DistributedSampler(
+        self.sampler: DistributedSampler[int] = DistributedSampler(
             _Indices(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
         )
         per_rank = len(self.sampler)
@@ -154,12 +154,11 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def _default_step(model: nn.Module, batch: Sequence[Tensor]) -> Mapping[str, Tensor]:
+def _default_step(model: nn.Module, batch: list[Tensor]) -> Mapping[str, Tensor]:
     out = model(*batch)
     if not isinstance(out, Mapping) or "loss" not in out:
         raise TypeError(
-            "with no step function, model(*batch) must return a mapping with a 'loss' entry, "
-            f"got {type(out).__name__}"
+            f"with no step function, model(*batch) must return a mapping with a 'loss' entry, got {type(out).__name__}"
         )
     return out
 
@@ -233,9 +232,7 @@ def fit(
     sched = scheduler(opt, epochs * len(batches)) if scheduler is not None else None
     wrapped: nn.Module = model
     if world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     step_fn = step or _default_step
 
     result = FitResult(model=model)

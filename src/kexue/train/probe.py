@@ -11,9 +11,7 @@ __all__ = ["knn_accuracy", "linear_probe_accuracy"]
 
 def _check(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor) -> None:
     if train_x.dim() != 2 or test_x.dim() != 2 or train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(
-            f"features must be (N, D) with equal D, got {tuple(train_x.shape)} and {tuple(test_x.shape)}"
-        )
+        raise ValueError(f"features must be (N, D) with equal D, got {tuple(train_x.shape)} and {tuple(test_x.shape)}")
     if train_y.shape != (train_x.shape[0],) or test_y.shape != (test_x.shape[0],):
         raise ValueError("labels must be (N,) and match the number of feature rows")
 
