@@ -14,9 +14,7 @@ from kexue.losses import TaiLrLoss, tailr_loss, tailr_weight
 from kexue.train import expected_calibration_error, reliability_diagram
 
 
-def _naive(
-    logits: torch.Tensor, target: torch.Tensor, gamma: float, b: float, eps: float, form: str
-) -> torch.Tensor:
+def _naive(logits: torch.Tensor, target: torch.Tensor, gamma: float, b: float, eps: float, form: str) -> torch.Tensor:
     """Per-example loss written straight from the formulas, one row at a time (float64)."""
     out = []
     for row, y in zip(logits.double(), target.tolist()):
@@ -81,25 +79,19 @@ def test_gamma0_sequence_shape_equals_cross_entropy(gen: torch.Generator) -> Non
 
 
 @pytest.mark.parametrize("form", ["weighted", "closed"])
-@pytest.mark.parametrize(
-    ("gamma", "b", "eps"), [(0.1, 0.0, 0.0), (0.5, 0.2, 0.1), (0.8, 0.3, 0.0), (1.0, 0.0, 0.1)]
-)
+@pytest.mark.parametrize(("gamma", "b", "eps"), [(0.1, 0.0, 0.0), (0.5, 0.2, 0.1), (0.8, 0.3, 0.0), (1.0, 0.0, 0.1)])
 def test_matches_naive_formula(form: str, gamma: float, b: float, eps: float, gen: torch.Generator) -> None:
     if form == "closed":
         b = 0.0
     logits = torch.randn(12, 6, generator=gen, dtype=torch.float64) * 2
     target = torch.randint(0, 6, (12,), generator=gen)
-    got = tailr_loss(
-        logits, target, gamma=gamma, min_weight=b, label_smoothing=eps, form=form, reduction="none"
-    )  # type: ignore[arg-type]
+    got = tailr_loss(logits, target, gamma=gamma, min_weight=b, label_smoothing=eps, form=form, reduction="none")  # type: ignore[arg-type]
     torch.testing.assert_close(got, _naive(logits, target, gamma, b, eps, form))
 
 
 @pytest.mark.parametrize("gamma", [1e-7, 0.1, 0.5, 0.8, 1.0])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
-def test_closed_and_weighted_have_equal_gradients_when_b0(
-    gamma: float, eps: float, gen: torch.Generator
-) -> None:
+def test_closed_and_weighted_have_equal_gradients_when_b0(gamma: float, eps: float, gen: torch.Generator) -> None:
     logits = torch.randn(4, 9, 3, generator=gen, dtype=torch.float64) * 4
     target = torch.randint(0, 9, (4, 3), generator=gen)
     target[1, 2] = -100
@@ -130,9 +122,7 @@ def test_gamma_to_one_approaches_one_minus_p(gen: torch.Generator) -> None:
         errs.append(float((got - one_minus_p).abs().max()))
     assert errs == sorted(errs, reverse=True)
     assert errs[-1] < 1e-5
-    torch.testing.assert_close(
-        tailr_loss(logits, target, gamma=1.0, form="closed", reduction="none"), one_minus_p
-    )
+    torch.testing.assert_close(tailr_loss(logits, target, gamma=1.0, form="closed", reduction="none"), one_minus_p)
 
 
 def test_closed_form_bounded_by_cross_entropy_and_by_log_gamma(gen: torch.Generator) -> None:
@@ -222,9 +212,7 @@ def test_tiny_gamma_matches_float64_reference() -> None:
     eps=st.floats(0.0, 0.5),
     seed=st.integers(0, 10_000),
 )
-def test_reduction_laws_and_layouts(
-    n: int, c: int, length: int, gamma: float, b: float, eps: float, seed: int
-) -> None:
+def test_reduction_laws_and_layouts(n: int, c: int, length: int, gamma: float, b: float, eps: float, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(n, c, length, generator=g, dtype=torch.float64) * 3
     target = torch.randint(0, c, (n, length), generator=g)
@@ -281,9 +269,7 @@ def test_gradcheck_closed_form(gamma: float, eps: float, gen: torch.Generator) -
 
 
 @pytest.mark.parametrize(("gamma", "b"), [(0.0, 0.0), (0.6, 1.0)])
-def test_gradcheck_weighted_form_where_weight_is_constant(
-    gamma: float, b: float, gen: torch.Generator
-) -> None:
+def test_gradcheck_weighted_form_where_weight_is_constant(gamma: float, b: float, gen: torch.Generator) -> None:
     """The weighted form's gradient is by design not the derivative of its value (the weight is detached), so
     finite differences apply only where the weight is constant: γ=0 (w=1) or b=1 (w clamped to 1).
     Elsewhere its gradient is checked against the closed form's (equal gradients when b=0)."""

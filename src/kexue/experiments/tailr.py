@@ -352,7 +352,8 @@ def _run_noisy(cfg: NoisyConfig, seed0: int, out_dir: Path, resume: bool) -> dic
                     def step(m: nn.Module, batch: list[Tensor], loss_fn: Any = loss_fn) -> dict[str, Tensor]:
                         x, y = batch
                         logits = m(x)
-                        return {"loss": loss_fn(logits, y)}
+                        # the TaiLr value is not comparable across steps (its weight moves); track the NLL too
+                        return {"loss": loss_fn(logits, y), "nll": F.cross_entropy(logits.detach(), y)}
 
                     def evaluate(m: nn.Module, xv: Tensor = x_val, yv: Tensor = y_val) -> dict[str, float]:
                         return {"val_acc": accuracy(predict_logits(m, xv), yv)}
@@ -383,6 +384,7 @@ def _run_noisy(cfg: NoisyConfig, seed0: int, out_dir: Path, resume: bool) -> dic
                         "val_acc_epoch1": res.history[0]["val_acc"] if res.history else math.nan,
                         "val_acc_curve": [h["val_acc"] for h in res.history],
                         "loss_curve": [h["loss"] for h in res.history],
+                        "nll_curve": [h["nll"] for h in res.history],
                     }
                     if flipped.any():
                         tr_logits = predict_logits(model, x_tr[flipped])
@@ -449,6 +451,11 @@ def _noisy_claims(cfg: NoisyConfig, runs: list[dict[str, Any]]) -> list[Claim]:
                 f"{summary(key, ds, top, HEADLINE)} ({compare(ce, tl)}); {others}/{len(tailrs)} TaiLr "
                 f"settings below CE beyond noise"
             )
+            if key == "ece":  # direction of the miscalibration: confidence above or below accuracy
+                for m, name in (("ce", "CE"), (HEADLINE, "TaiLr")):
+                    conf = mean_std(_values(runs, "mean_conf", dataset=ds, noise=top, method=m))[0]
+                    acc = mean_std(_values(runs, "test_acc", dataset=ds, noise=top, method=m))[0]
+                    parts[-1] += f"; {name} mean confidence {conf:.3f} vs accuracy {acc:.3f}"
             measured[f"{ds}_ce"] = mean_std(ce)[0]
             measured[f"{ds}_tailr"] = mean_std(tl)[0]
         out.append(
@@ -674,7 +681,8 @@ def _run_lm(cfg: LMConfig, seed0: int, out_dir: Path, resume: bool) -> dict[str,
 
             def step(m: nn.Module, batch: list[Tensor], loss_fn: Any = loss_fn) -> dict[str, Tensor]:
                 x, y = batch
-                return {"loss": loss_fn(m(x).transpose(1, 2), y)}  # (B, V, L) vs (B, L)
+                logits = m(x).transpose(1, 2)  # (B, V, L) vs target (B, L)
+                return {"loss": loss_fn(logits, y), "nll": F.cross_entropy(logits.detach(), y)}
 
             res = fit(
                 model,
@@ -704,6 +712,7 @@ def _run_lm(cfg: LMConfig, seed0: int, out_dir: Path, resume: bool) -> dict[str,
                     "ppl_test": ppl_test,
                     "overestimation": over.mean(1).tolist(),
                     "loss_curve": [h["loss"] for h in res.history],
+                    "nll_curve": [h["nll"] for h in res.history],
                 }
             )
     return {"runs": runs, "oracle_entropy_per_token": oracle_ent, "oracle_ppl": math.exp(oracle_ent)}

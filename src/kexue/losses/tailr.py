@@ -36,9 +36,7 @@ def _check_unit(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
 
-def _check_options(
-    gamma: float, min_weight: float, label_smoothing: float, reduction: str, form: str
-) -> None:
+def _check_options(gamma: float, min_weight: float, label_smoothing: float, reduction: str, form: str) -> None:
     _check_unit("gamma", gamma)
     _check_unit("min_weight", min_weight)
     _check_unit("label_smoothing", label_smoothing)
@@ -55,9 +53,7 @@ def _check_options(
 
 def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> None:
     if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(
-            f"logits and target must be tensors, got {type(logits).__name__} and {type(target).__name__}"
-        )
+        raise TypeError(f"logits and target must be tensors, got {type(logits).__name__} and {type(target).__name__}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:

@@ -55,9 +55,7 @@ def reliability_diagram(logits: Tensor, target: Tensor, *, n_bins: int = 15) -> 
         (0.5, 2)
     """
     if logits.dim() != 2 or target.shape != (logits.shape[0],):
-        raise ValueError(
-            f"logits must be (N, C) and target (N,), got {tuple(logits.shape)} and {tuple(target.shape)}"
-        )
+        raise ValueError(f"logits must be (N, C) and target (N,), got {tuple(logits.shape)} and {tuple(target.shape)}")
     if logits.shape[0] == 0:
         raise ValueError("need at least one prediction")
     if n_bins < 1:
