@@ -13,12 +13,14 @@ TaiLr implementation exists as a package (the reference is a fairseq criterion i
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import statistics
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from _timing import Case, compare, header
+from _timing import Case, Timing, header, markdown_table, measure
 from kexue.losses import tailr_loss
 
 
@@ -48,6 +50,55 @@ def _cases(logits: torch.Tensor, target: torch.Tensor, eps: float) -> list[Case]
     ]
 
 
+def _saved_buffers(fn: Callable[[], None], numel: int) -> int:
+    """How many distinct tensors of at least ``numel`` elements autograd saves for backward in ``fn``."""
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.numel() >= numel:
+            seen.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return len(seen)
+
+
+def compare_interleaved(
+    title: str, cases: Sequence[Case], *, baseline: str, numel: int, warmup: int = 2, repeats: int = 10
+) -> None:
+    """Time the cases round-robin (A B C A B C ...) so load changes on a shared machine hit all of them alike.
+
+    Peak memory comes from :func:`_timing.measure` (one extra pass per case); the last column counts the
+    (N, C)-sized tensors autograd keeps for backward (the logits themselves are not counted: they are saved by
+    nobody here).
+    """
+    for c in cases:
+        for _ in range(warmup):
+            c.fn()
+    times: dict[str, list[float]] = {c.name: [] for c in cases}
+    for _ in range(repeats):
+        for c in cases:
+            t0 = time.perf_counter()
+            c.fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[c.name].append(time.perf_counter() - t0)
+    timings = []
+    for c in cases:
+        ts = times[c.name]
+        q = statistics.quantiles(ts, n=4)
+        peak = measure(c.name, c.fn, warmup=0, repeats=1).peak_bytes
+        timings.append(Timing(c.name, statistics.median(ts), q[0], q[2], len(ts), peak))
+    table = markdown_table(title, timings, baseline).splitlines()
+    table[2] += " saved (N, C) buffers |"
+    table[3] += "---:|"
+    for i, c in enumerate(cases):
+        table[4 + i] += f" {_saved_buffers(c.fn, numel)} |"
+    print("\n".join(table))
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="token case (2, 512, 32000) instead of (8, ...)")
@@ -60,10 +111,11 @@ def main() -> None:
     logits = torch.randn(n, c, requires_grad=True)
     target = torch.randint(0, c, (n,))
     for eps in (0.0, 0.1):
-        compare(
+        compare_interleaved(
             f"(N, C) = ({n}, {c}), label_smoothing={eps}, fwd+bwd",
             _cases(logits, target, eps),
             baseline="F.cross_entropy",
+            numel=n * c,
             repeats=args.repeats,
         )
     b, length, v = (2 if args.small else 8), 512, 32000
@@ -71,10 +123,11 @@ def main() -> None:
     tok_target = torch.randint(0, v, (b * length,))
     tok_target[::7] = -100  # some padding
     for eps in (0.0, 0.1):
-        compare(
+        compare_interleaved(
             f"tokens (B, L, V) = ({b}, {length}, {v}) flattened, label_smoothing={eps}, fwd+bwd",
             _cases(tok_logits, tok_target, eps),
             baseline="F.cross_entropy",
+            numel=b * length * v,
             warmup=1,
             repeats=max(3, args.repeats // 2),
         )
