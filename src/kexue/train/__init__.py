@@ -1,5 +1,6 @@
 """Training: the one generic loop, seeding, checkpoints, evaluation helpers and distributed set-up."""
 
+from .calibration import ReliabilityDiagram, expected_calibration_error, reliability_diagram
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import init_from_env, is_main_process, shutdown
 from .evaluation import accuracy, predict_logits
@@ -8,10 +9,12 @@ from .probe import knn_accuracy, linear_probe_accuracy
 
 __all__ = [
     "FitResult",
+    "ReliabilityDiagram",
     "StepFn",
     "TensorBatches",
     "accuracy",
     "default_device",
+    "expected_calibration_error",
     "fit",
     "init_from_env",
     "is_main_process",
@@ -20,6 +23,7 @@ __all__ = [
     "load_checkpoint",
     "predict_logits",
     "rank_and_world",
+    "reliability_diagram",
     "save_checkpoint",
     "seed_all",
     "shutdown",
