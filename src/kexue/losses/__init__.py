@@ -1,1 +1,11 @@
 """losses layer."""
+
+from .contrastive import (
+    FlatNCELoss,
+    InfoNCELoss,
+    flat_nce,
+    flat_nce_from_logits,
+    gather_with_grad,
+    info_nce,
+    info_nce_from_logits,
+)
