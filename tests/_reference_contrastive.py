@@ -1,7 +1,7 @@
 """Naive per-anchor references for InfoNCE / FlatNCE, written straight from https://kexue.fm/archives/8586.
 
-Every anchor is handled in a Python loop: its candidate scores s_i = cos(anchor, c_i) / tau are listed one by one,
-then InfoNCE = log sum_i e^{s_i} - s_t, stable InfoNCE = log(1 + xi), FlatNCE = log xi with
+Every anchor is handled in a Python loop: its candidate scores s_i = cos(anchor, c_i) / tau are listed one by
+one, then InfoNCE = log sum_i e^{s_i} - s_t, stable InfoNCE = log(1 + xi), FlatNCE = log xi with
 xi = sum_{i != t} e^{s_i - s_t}.
 """
 
@@ -81,7 +81,7 @@ def log_sum_neg_minus_pos(logits: Tensor, target: Tensor) -> Tensor:
 def spec_example(
     k: int, tau: float, *, dim: int = 128, cos_pos: float = 0.98, seed: int = 0
 ) -> tuple[Tensor, ...]:
-    """The spec's numpy check: unit anchor, a positive at cosine ``cos_pos``, K-1 random negatives (float64)."""
+    """The spec's numpy check: unit anchor, positive at cosine ``cos_pos``, K-1 random negatives (float64)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(dim, generator=g, dtype=torch.float64)
     x = x / x.norm()

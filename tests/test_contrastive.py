@@ -154,7 +154,7 @@ def test_float32_plain_infonce_fails_where_stable_and_flat_do_not() -> None:
     assert float(l32) == 0.0
     assert float(F.cosine_similarity(g32, g64, dim=0)) < 0.5  # the positive lost its pull
     s32, sg32 = _spec_case(16, 0.05, torch.float32, "stable")
-    s64, sg64 = _spec_case(16, 0.05, F64, "stable")
+    s64, _ = _spec_case(16, 0.05, F64, "stable")
     torch.testing.assert_close(s64, l64)  # stable == plain in float64
     assert abs(float(s32) / float(l64) - 1) < 1e-4
     assert float(F.cosine_similarity(sg32, g64, dim=0)) > 1 - 1e-6
@@ -165,14 +165,14 @@ def test_float32_plain_infonce_fails_where_stable_and_flat_do_not() -> None:
 
 
 def test_no_underflow_when_margin_exceeds_float32_exp_range() -> None:
-    """Pitfall: forming xi with exp underflows when s_i - s_t < -104; log-sum-exp of the differences does not."""
+    """Pitfall: forming xi with exp underflows when s_i - s_t < -104; log-sum-exp of differences does not."""
     logits = torch.tensor([[0.0, -150.0, -160.0]], requires_grad=True)
     loss = flat_nce_from_logits(logits, torch.tensor([0]))
     (grad,) = torch.autograd.grad(loss, logits)
-    assert torch.isfinite(loss) and float(loss.detach()) == pytest.approx(
-        -150 + torch.log1p(torch.exp(torch.tensor(-10.0)))
-    )
-    assert torch.isfinite(grad).all() and float(grad[0, 0]) == -1.0
+    assert torch.isfinite(loss)
+    assert float(loss.detach()) == pytest.approx(-150 + torch.log1p(torch.exp(torch.tensor(-10.0))))
+    assert torch.isfinite(grad).all()
+    assert float(grad[0, 0]) == -1.0
 
 
 @pytest.mark.parametrize("kind", ["plain", "stable", "flat"])
@@ -183,14 +183,17 @@ def test_bf16_autocast_finite(kind: str, symmetric: bool) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = _fn(kind)(q @ torch.eye(16), k, temperature=0.05, symmetric=symmetric)
     loss.backward()
-    assert torch.isfinite(loss) and q.grad is not None and torch.isfinite(q.grad).all()
+    assert torch.isfinite(loss)
+    assert q.grad is not None
+    assert torch.isfinite(q.grad).all()
     assert loss.dtype == torch.float32
 
 
 def test_float32_inputs_keep_dtype_and_float64_works() -> None:
     for dtype in (torch.float32, F64):
         q, k = torch.randn(4, 3, dtype=dtype), torch.randn(4, 3, dtype=dtype)
-        assert info_nce(q, k).dtype == dtype and flat_nce(q, k).dtype == dtype
+        assert info_nce(q, k).dtype == dtype
+        assert flat_nce(q, k).dtype == dtype
     q = torch.randn(4, 3)
     torch.testing.assert_close(info_nce(q, q.double()), info_nce(q.double(), q.double()))  # promotes
 
@@ -245,7 +248,8 @@ def test_modules_match_functionals_and_log_infonce() -> None:
     torch.testing.assert_close(m.last_info_nce, info_nce(q, k, temperature=0.2, stable=True))
     assert "temperature=0.2" in repr(m)
     loss, info = flat_nce(q, k, return_info_nce=True)
-    assert not info.requires_grad and float(loss) < float(info)
+    assert not info.requires_grad
+    assert float(loss) < float(info)
 
 
 # ----------------------------------------------------------------------------------------- errors

@@ -1,6 +1,6 @@
 """losses layer."""
 
-from .contrastive import (
+from .contrastive import (  # noqa: F401
     FlatNCELoss,
     InfoNCELoss,
     flat_nce,

@@ -1,4 +1,4 @@
-"""InfoNCE and FlatNCE contrastive losses, with a float-error-free InfoNCE and a gradient-correct cross-rank gather.
+"""InfoNCE and FlatNCE contrastive losses, a float-error-free InfoNCE, a gradient-correct cross-rank gather.
 
 Article: Su Jianlin, "FlatNCE：小批次对比学习效果差的原因竟是浮点误差？", https://kexue.fm/archives/8586,
 explaining Chen et al. 2021, "Simpler, Faster, Stronger: Breaking The log-K Curse On Contrastive Learners With
@@ -7,24 +7,24 @@ FlatNCE", https://arxiv.org/abs/2107.01152 (official code: ``Junya-Chen/FlatCLR`
 For an anchor with scores ``s_1..s_K`` (cosine / temperature) and positive ``t``:
 
 * InfoNCE (cross-entropy): ``log sum_i e^{s_i} - s_t = log(1 + xi)``, ``xi = sum_{i != t} e^{s_i - s_t}``.
-* FlatNCE (paper): ``xi / sg(xi)``; its gradient is ``grad log xi``, so it equals the gradient of Su's closed form
-  ``logsumexp_{i != t}(s_i) - s_t`` -- cross-entropy with the positive taken out of the log-sum-exp. That is the
-  value :func:`flat_nce` returns (it can be negative).
+* FlatNCE (paper): ``xi / sg(xi)``; its gradient is ``grad log xi``, the gradient of Su's closed form
+  ``logsumexp_{i != t}(s_i) - s_t`` -- cross-entropy with the positive taken out of the log-sum-exp. That is
+  the value :func:`flat_nce` returns (it can be negative).
 * Stable InfoNCE (``stable=True``): ``log(1 + xi) = softplus(log xi)``, computed from the same stable
   ``log xi``. It has InfoNCE's value and gradient without the float32 rounding of ``1 + xi`` that the usual
-  max-shifted log-sum-exp suffers once ``xi`` falls below ~1e-7; it is the control that separates "float error"
-  from "FlatNCE's per-anchor re-weighting" (``grad log(1 + xi) = xi / (1 + xi) * grad log xi``).
+  max-shifted log-sum-exp suffers once ``xi`` falls below ~1e-7; it is the control that separates "float
+  error" from "FlatNCE's per-anchor re-weighting" (``grad log(1 + xi) = xi / (1 + xi) * grad log xi``).
 
-Embedding-level functions build the score matrix SimCLR-style: rows of ``query`` are anchors, the matching row of
-``key`` is the positive, the other rows of ``key`` (plus optional explicit ``negatives``) are the negatives. With
-``symmetric=True`` both views are anchors and every other embedding of the 2B views is a negative (NT-Xent, 2B-2
-negatives per anchor, as in SimCLR and FlatCLR). With ``gather=True`` candidates come from every
-``torch.distributed`` rank through :func:`gather_with_grad`.
+Embedding-level functions build the score matrix SimCLR-style: rows of ``query`` are anchors, the matching
+row of ``key`` is the positive, the other rows of ``key`` (plus optional explicit ``negatives``) are the
+negatives. With ``symmetric=True`` both views are anchors and every other embedding of the 2B views is a
+negative (NT-Xent, 2B-2 negatives per anchor, as in SimCLR and FlatCLR). With ``gather=True`` candidates
+come from every ``torch.distributed`` rank through :func:`gather_with_grad`.
 """
 
 from __future__ import annotations
 
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 import torch.distributed as dist
@@ -177,7 +177,7 @@ class _GatherWithGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         world, rank = dist.get_world_size(), dist.get_rank()
         ctx.rank, ctx.rows = rank, x.shape[0]
         parts = [torch.empty_like(x) for _ in range(world)]
@@ -185,7 +185,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat(parts, dim=0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
@@ -200,10 +200,11 @@ def _dist_world() -> tuple[int, int]:
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` from every ``torch.distributed`` rank along dim 0, keeping gradients correct.
 
-    Backward all-reduces (sums) the gradient of the gathered tensor and returns this rank's slice, so that each
-    rank receives the gradient that every rank's loss sends to its rows. With DDP's gradient averaging on top,
-    training with per-rank ``mean`` losses equals single-process training on the concatenated batch. Every rank
-    must pass the same shape. Without an initialised process group (or with one rank) it returns ``x``.
+    Backward all-reduces (sums) the gradient of the gathered tensor and returns this rank's slice, so each
+    rank receives the gradient that every rank's loss sends to its rows. With DDP's gradient averaging on
+    top, training with per-rank ``mean`` losses equals single-process training on the concatenated batch.
+    Every rank must pass the same shape. Without an initialised process group (or with one rank) it returns
+    ``x``.
 
     Args:
         x: ``(B, ...)`` on this rank.
@@ -286,7 +287,7 @@ def info_nce_from_logits(
 ) -> Tensor:
     """InfoNCE (cross-entropy) on precomputed scores: ``logsumexp_i(s_i) - s_t`` per row.
 
-    See https://kexue.fm/archives/8586, eq. for ``log(1 + xi)``. Entries equal to ``-inf`` are masked candidates.
+    See https://kexue.fm/archives/8586, ``log(1 + xi)``. Entries equal to ``-inf`` are masked candidates.
 
     Args:
         logits: ``(N, C)`` scores ``s`` (already divided by the temperature).
@@ -328,10 +329,11 @@ def flat_nce_from_logits(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """FlatNCE on precomputed scores: value ``logsumexp_{i != t}(s_i) - s_t``, gradient of ``xi / sg(xi)``.
 
-    Su's closed form (https://kexue.fm/archives/8586): ``grad(xi / sg(xi)) = grad(xi) / xi = grad log xi``, and
-    ``log xi`` is cross-entropy with the positive removed from the log-sum-exp. It is computed with a stable
-    log-sum-exp over the negatives minus the positive, never by forming ``xi`` (which underflows). The value can
-    be negative. Per row its gradient is InfoNCE's times ``(1 + xi) / xi``: same direction, anchors re-weighted.
+    Su's closed form (https://kexue.fm/archives/8586): ``grad(xi / sg(xi)) = grad(xi) / xi = grad log xi``,
+    and ``log xi`` is cross-entropy with the positive removed from the log-sum-exp. It is computed with a
+    stable log-sum-exp over the negatives minus the positive, never by forming ``xi`` (which underflows). The
+    value can be negative. Per row its gradient is InfoNCE's times ``(1 + xi) / xi``: same direction, anchors
+    re-weighted.
 
     Args:
         logits: ``(N, C)`` scores (``-inf`` marks masked candidates); target: ``(N,)`` positive columns.
@@ -374,18 +376,18 @@ def info_nce(
     """InfoNCE / NT-Xent on embeddings: cross-entropy of each anchor's positive among its candidates.
 
     https://kexue.fm/archives/8586 (``log(1 + xi)``); SimCLR's NT-Xent with ``symmetric=True``. Scores are
-    ``cos(q, c) / temperature`` (``normalize=True``, the article's setting; FlatCLR's default temperature 0.1).
+    ``cos(q, c) / temperature`` (``normalize=True``, the article's setting; FlatCLR's default tau = 0.1).
 
     Args:
         query: ``(B, D)`` anchors.
         key: ``(B, D)``; ``key[i]`` is the positive of ``query[i]``, the other rows are negatives.
         temperature: ``tau > 0``.
         negatives: optional ``(M, D)`` extra negatives shared by every anchor (a memory bank).
-        symmetric: SimCLR 2B-view form: both ``query`` and ``key`` rows are anchors; each has the other view as
-            positive and all 2B - 2 remaining embeddings (plus ``negatives``) as negatives; the anchor itself is
-            excluded.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` -> ``(B,)``, or ``(2B,)`` (query rows then key rows) when
-            ``symmetric``.
+        symmetric: SimCLR 2B-view form: both ``query`` and ``key`` rows are anchors; each has the other view
+            as positive and all 2B - 2 remaining embeddings (plus ``negatives``) as negatives; the anchor
+            itself is excluded.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` -> ``(B,)``, or ``(2B,)`` (query rows then key rows)
+            when ``symmetric``.
         stable: the float-error-free form ``softplus(logsumexp_{i != t}(s_i) - s_t)``.
         normalize: L2-normalise the embeddings (cosine scores); ``False`` uses raw dot products.
         gather: take candidates from every ``torch.distributed`` rank (:func:`gather_with_grad`); each rank's
@@ -464,12 +466,12 @@ def flat_nce(
     eps: float = 1e-12,
     return_info_nce: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """FlatNCE on embeddings: value ``logsumexp_{i != t}(s_i) - s_t``, gradient equal to that of ``xi / sg(xi)``.
+    """FlatNCE on embeddings: value ``logsumexp_{i != t}(s_i) - s_t``, gradient that of ``xi / sg(xi)``.
 
     https://kexue.fm/archives/8586 and Chen et al. 2021 (arXiv 2107.01152), FlatCLR's ``flatclr.py``: the
-    detached normaliser is ``xi`` itself, so ``grad(xi / sg(xi)) = grad log xi``; this returns ``log xi`` (Su's
-    equivalent form, same gradient, value may be negative). Per anchor the gradient is parallel to InfoNCE's and
-    larger by ``(1 + xi) / xi``, so gradient-clipping thresholds tuned for InfoNCE will clip it.
+    detached normaliser is ``xi`` itself, so ``grad(xi / sg(xi)) = grad log xi``; this returns ``log xi``
+    (Su's equivalent form, same gradient, value may be negative). Per anchor the gradient is parallel to
+    InfoNCE's and larger by ``(1 + xi) / xi``, so gradient-clipping thresholds tuned for InfoNCE will clip it.
 
     Args:
         query, key, temperature, negatives, symmetric, reduction, normalize, gather, eps: as :func:`info_nce`.
@@ -558,7 +560,7 @@ class InfoNCELoss(nn.Module):
 
 
 class FlatNCELoss(nn.Module):
-    """Module form of :func:`flat_nce`; keeps the last detached InfoNCE value in ``last_info_nce`` for logging.
+    """Module form of :func:`flat_nce`; keeps the last detached InfoNCE value in ``last_info_nce``.
 
     Example:
         >>> loss_fn = FlatNCELoss(symmetric=True)
