@@ -75,6 +75,10 @@ def test_from_logits_respects_masked_candidates() -> None:
     logits = torch.randn(4, 6, dtype=F64)
     logits[:, 5] = float("-inf")  # a masked column changes nothing
     target = torch.tensor([0, 2, 4, 1])
+    before = logits.clone()
+    flat_nce_from_logits(logits, target)
+    info_nce_from_logits(logits, target, stable=True)
+    torch.testing.assert_close(logits, before)  # the user's logits are never masked in place
     torch.testing.assert_close(
         flat_nce_from_logits(logits, target, reduction="none"), log_sum_neg_minus_pos(logits[:, :5], target)
     )

@@ -130,38 +130,41 @@ def _reduce(per_anchor: Tensor, reduction: str) -> Tensor:
     return per_anchor
 
 
-def _log_xi(logits: Tensor, target: Tensor, exclude: Tensor | None = None) -> Tensor:
+def _log_xi(logits: Tensor, target: Tensor, exclude: Tensor | None = None, *, owned: bool = False) -> Tensor:
     """``log xi = logsumexp_{i != t}(s_i) - s_t`` per row, computed without forming ``xi`` (no underflow).
 
     ``exclude``: an optional second column per row to drop too (the anchor itself in SimCLR's 2B-view matrix).
+    ``owned``: ``logits`` is a temporary of ours that no autograd node saved (a matmul output), so the positive
+    and self columns can be masked in place instead of copying the (N, C) matrix.
     """
     rows = torch.arange(logits.shape[0], device=logits.device)
-    s_t = logits[rows, target]  # (N,)
-    cols = target if exclude is None else torch.stack([target, exclude])
-    r = rows if exclude is None else rows.expand(2, -1)
-    # out-of-place: the positive (and self) leave the log-sum-exp; their gradient flows through s_t only
-    neg = logits.index_put((r, cols), torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
+    s_t = logits[rows, target]  # (N,); indexing saves only the indices, so in-place masking below is safe
+    cols = target if exclude is None else torch.cat([target, exclude])
+    r = rows if exclude is None else torch.cat([rows, rows])
+    ninf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    # the positive (and self) leave the log-sum-exp; their gradient flows through s_t only
+    neg = logits.index_put_((r, cols), ninf) if owned else logits.index_put((r, cols), ninf)
     return torch.logsumexp(neg, dim=1) - s_t
 
 
 def _per_anchor(
-    logits: Tensor, target: Tensor, kind: _Kind, exclude: Tensor | None = None
+    logits: Tensor, target: Tensor, kind: _Kind, exclude: Tensor | None = None, *, owned: bool = False
 ) -> tuple[Tensor, Tensor | None]:
     """Per-row loss and (for FlatNCE) the detached stable InfoNCE value for logging.
 
     Half-precision logits (autocast) are reduced in float32: log-sum-exp in bfloat16 loses the loss entirely.
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+        logits, owned = logits.float(), True
     if kind == "plain":
         if exclude is not None:  # SimCLR: the anchor is not its own candidate
             rows = torch.arange(logits.shape[0], device=logits.device)
-            logits = logits.index_put(
-                (rows, exclude), torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
-            )
+            ninf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+            idx = (rows, exclude)
+            logits = logits.index_put_(idx, ninf) if owned else logits.index_put(idx, ninf)
         # the standard form: max-shifted log-sum-exp, float error in 1 + xi when xi < ~eps
         return F.cross_entropy(logits, target, reduction="none"), None
-    log_xi = _log_xi(logits, target, exclude)  # (N,)
+    log_xi = _log_xi(logits, target, exclude, owned=owned)  # (N,)
     if kind == "stable":
         # log(1 + xi) = softplus(log xi): softplus uses log1p, exact in value and gradient for tiny xi
         return F.softplus(log_xi), None
@@ -421,7 +424,7 @@ def info_nce(
         gather=gather,
         eps=eps,
     )
-    loss, _ = _per_anchor(logits, target, "stable" if stable else "plain", self_col)
+    loss, _ = _per_anchor(logits, target, "stable" if stable else "plain", self_col, owned=True)
     return _reduce(loss, reduction)
 
 
@@ -501,7 +504,7 @@ def flat_nce(
         gather=gather,
         eps=eps,
     )
-    loss, info = _per_anchor(logits, target, "flat", self_col)
+    loss, info = _per_anchor(logits, target, "flat", self_col, owned=True)
     assert info is not None
     out = _reduce(loss, reduction)
     if return_info_nce:
