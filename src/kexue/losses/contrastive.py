@@ -134,8 +134,8 @@ def _log_xi(logits: Tensor, target: Tensor, exclude: Tensor | None = None, *, ow
     """``log xi = logsumexp_{i != t}(s_i) - s_t`` per row, computed without forming ``xi`` (no underflow).
 
     ``exclude``: an optional second column per row to drop too (the anchor itself in SimCLR's 2B-view matrix).
-    ``owned``: ``logits`` is a temporary of ours that no autograd node saved (a matmul output), so the positive
-    and self columns can be masked in place instead of copying the (N, C) matrix.
+    ``owned``: ``logits`` is a temporary of ours that no autograd node saved (a matmul output), so the
+    positive and self columns can be masked in place instead of copying the (N, C) matrix.
     """
     rows = torch.arange(logits.shape[0], device=logits.device)
     s_t = logits[rows, target]  # (N,); indexing saves only the indices, so in-place masking below is safe
