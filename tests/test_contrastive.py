@@ -371,3 +371,9 @@ def test_gather_two_processes_equals_single_process(tmp_path: Path) -> None:
             torch.testing.assert_close(r_gk, k.grad[r * b : (r + 1) * b], msg=f"{case} dk rank {r}")
             if n is not None:
                 torch.testing.assert_close(r_gn, n.grad[r * m : (r + 1) * m], msg=f"{case} dn rank {r}")
+
+
+def test_docs_example_runs() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "flatnce.md"
+    block = doc.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, str(doc), "exec"), {})
