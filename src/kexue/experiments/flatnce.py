@@ -11,8 +11,9 @@ the two explanations.
 Part 1, float error (synthetic, the spec's construction): a unit anchor, a positive at cosine 0.98 and K-1
 random unit negatives in 128 dimensions, scores cos / tau, for tau in {0.05, 0.1, 0.5} and K in {16, 256},
 many draws. For plain InfoNCE (``F.cross_entropy``), stable InfoNCE and FlatNCE we compare float32 with
-float64: relative loss error and the cosine between the float32 and float64 gradients w.r.t. the anchor. A
-second sweep varies the temperature from 0.02 to 1 to plot the gradient cosine against ``xi``.
+float64 (stable InfoNCE in float64 is the reference of both InfoNCE forms): relative loss error and the cosine
+between the float32 and float64 gradients w.r.t. the anchor. A second sweep varies the temperature from 0.02
+to 1 to plot the gradient cosine against ``xi``.
 
 Part 2, training (real Fashion-MNIST): SimCLR (two augmented views, NT-Xent with 2B-2 negatives per anchor,
 tau = 0.1 as in FlatCLR, Adam) with :class:`kexue.modules.SmallCNN` as encoder and a 2-layer projection head,
@@ -199,8 +200,12 @@ def _loss_and_grad(kind: str, x: Tensor, pos: Tensor, negs: Tensor, tau: float) 
 def _compare_precisions(
     kind: str, x: Tensor, pos: Tensor, negs: Tensor, tau: float
 ) -> tuple[float, float, float]:
-    """(float64 loss, float32 loss, cosine of float32 vs float64 anchor gradients)."""
-    l64, g64 = _loss_and_grad(kind, x, pos, negs, tau)
+    """(float64 loss, float32 loss, cosine of float32 vs float64 anchor gradients).
+
+    The float64 reference of both InfoNCE forms is the stable one: plain InfoNCE rounds ``1 + xi`` in float64
+    too once ``xi`` < 1e-16 (tau = 0.02 in the sweep), which would make a broken float32 gradient look exact.
+    """
+    l64, g64 = _loss_and_grad("flatnce" if kind == "flatnce" else "stable", x, pos, negs, tau)
     l32, g32 = _loss_and_grad(kind, x.float(), pos.float(), negs.float(), tau)
     return l64, l32, _cosine(g32, g64)
 
