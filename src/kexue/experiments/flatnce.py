@@ -393,6 +393,18 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
         for kind in LOSSES
     ]
 
+    baseline = []  # the untrained encoder at each seed: how much did contrastive training add?
+    for s in range(cfg.seeds):
+        seed_all(cfg.seed + s)
+        net = _SimCLRNet(cfg).eval()
+        tr, te = _features(net, x_pr), _features(net, x_te)
+        baseline.append(
+            {
+                "linear_probe": linear_probe_accuracy(tr, y_pr, te, y_te, seed=cfg.seed + s),
+                "knn": knn_accuracy(tr, y_pr, te, y_te, k=cfg.knn_k),
+            }
+        )
+
     def acc(kind: str, bs: int, metric: str = "linear_probe") -> list[float]:
         return [r[metric] for r in runs if r["loss"] == kind and r["batch_size"] == bs]
 
@@ -498,7 +510,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
     flat_vs_stable = compare(lp["flatnce"], lp["stable"])
     tiny = max(r["frac_xi_below_1e-6"] for r in runs)
     acc_text = "; ".join(f"{kind} {_fmt(lp[kind])} (kNN {_fmt(knn[kind])})" for kind in LOSSES)
-    base_evidence = f"batch {b0}, {cfg.seeds} seeds, linear probe: {acc_text}"
+    rand_lp = _fmt([r["linear_probe"] for r in baseline])
+    base_evidence = f"batch {b0}, {cfg.seeds} seeds, linear probe: {acc_text}; untrained encoder {rand_lp}"
     claims.append(
         claim(
             "flatnce_small_batch",
@@ -555,6 +568,10 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
         "float_error_table": table,
         "xi_sweep": {str(k): v for k, v in sweeps.items()},
         "training_summary": summary,
+        "untrained_encoder": {
+            "linear_probe": mean_std([r["linear_probe"] for r in baseline])[0],
+            "knn": mean_std([r["knn"] for r in baseline])[0],
+        },
         "runs": runs,
         "n_train": int(x_tr.shape[0]),
     }
