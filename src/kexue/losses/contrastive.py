@@ -61,6 +61,21 @@ def _check_no_nan(name: str, x: Tensor) -> None:
         raise ValueError(f"{name} contains NaN (shape {tuple(x.shape)})")
 
 
+def _check_output(out: Tensor, inputs: dict[str, Tensor | None]) -> Tensor:
+    """Raise if the loss is NaN, naming the input that carries it.
+
+    A NaN anywhere in the inputs reaches the output (its row or column of scores is NaN, and every anchor's
+    log-sum-exp or positive score reads it), so one check on the small output replaces a scan of every input
+    on the common path; the inputs are scanned only to word the error.
+    """
+    if bool(torch.isnan(out.detach()).any()):
+        for name, x in inputs.items():
+            if x is not None:
+                _check_no_nan(name, x)
+        raise ValueError("the loss is NaN although no input contains NaN (check for +inf inputs)")
+    return out
+
+
 def _check_reduction(reduction: str) -> None:
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -85,8 +100,6 @@ def _check_embeddings(query: Tensor, key: Tensor, negatives: Tensor | None) -> N
         )
     if query.shape[0] < 1 or query.shape[1] < 1:
         raise ValueError(f"query must have at least one row and one column, got {tuple(query.shape)}")
-    _check_no_nan("query", query)
-    _check_no_nan("key", key)
     if negatives is not None:
         _check_float("negatives", negatives)
         if negatives.dim() != 2 or negatives.shape[1] != query.shape[1]:
@@ -94,7 +107,6 @@ def _check_embeddings(query: Tensor, key: Tensor, negatives: Tensor | None) -> N
                 f"negatives must have shape (M, {query.shape[1]}) to match query's feature dimension, "
                 f"got {tuple(negatives.shape)}"
             )
-        _check_no_nan("negatives", negatives)
 
 
 def _check_logits(logits: Tensor, target: Tensor) -> None:
@@ -116,7 +128,6 @@ def _check_logits(logits: Tensor, target: Tensor) -> None:
         )
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
         raise ValueError(f"target values must lie in [0, {logits.shape[1] - 1}]")
-    _check_no_nan("logits", logits)
 
 
 # --------------------------------------------------------------------------------------------- core
@@ -149,8 +160,8 @@ def _log_xi(logits: Tensor, target: Tensor, exclude: Tensor | None = None, *, ow
 
 def _per_anchor(
     logits: Tensor, target: Tensor, kind: _Kind, exclude: Tensor | None = None, *, owned: bool = False
-) -> tuple[Tensor, Tensor | None]:
-    """Per-row loss and (for FlatNCE) the detached stable InfoNCE value for logging.
+) -> Tensor:
+    """Per-row loss: ``log(1 + xi)`` by cross-entropy (plain) or softplus (stable), or ``log xi`` (flat).
 
     Half-precision logits (autocast) are reduced in float32: log-sum-exp in bfloat16 loses the loss entirely.
     """
@@ -163,13 +174,13 @@ def _per_anchor(
             idx = (rows, exclude)
             logits = logits.index_put_(idx, ninf) if owned else logits.index_put(idx, ninf)
         # the standard form: max-shifted log-sum-exp, float error in 1 + xi when xi < ~eps
-        return F.cross_entropy(logits, target, reduction="none"), None
+        return F.cross_entropy(logits, target, reduction="none")
     log_xi = _log_xi(logits, target, exclude, owned=owned)  # (N,)
     if kind == "stable":
         # log(1 + xi) = softplus(log xi): softplus uses log1p, exact in value and gradient for tiny xi
-        return F.softplus(log_xi), None
-    # FlatNCE: value log xi, gradient grad(xi / sg(xi)) = grad log xi. InfoNCE value kept for logging.
-    return log_xi, F.softplus(log_xi.detach())
+        return F.softplus(log_xi)
+    # FlatNCE: value log xi, gradient grad(xi / sg(xi)) = grad log xi. InfoNCE value (for logging) on request.
+    return log_xi
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -315,8 +326,8 @@ def info_nce_from_logits(
     """
     _check_logits(logits, target)
     _check_reduction(reduction)
-    loss, _ = _per_anchor(logits, target.long(), "stable" if stable else "plain")
-    return _reduce(loss, reduction)
+    loss = _per_anchor(logits, target.long(), "stable" if stable else "plain")
+    return _check_output(_reduce(loss, reduction), {"logits": logits})
 
 
 @overload
@@ -356,11 +367,11 @@ def flat_nce_from_logits(
     """
     _check_logits(logits, target)
     _check_reduction(reduction)
-    loss, info = _per_anchor(logits, target.long(), "flat")
-    assert info is not None
+    loss = _per_anchor(logits, target.long(), "flat")
+    out = _check_output(_reduce(loss, reduction), {"logits": logits})
     if return_info_nce:
-        return _reduce(loss, reduction), _reduce(info, reduction)
-    return _reduce(loss, reduction)
+        return out, _reduce(F.softplus(loss.detach()), reduction)
+    return out
 
 
 def info_nce(
@@ -424,8 +435,8 @@ def info_nce(
         gather=gather,
         eps=eps,
     )
-    loss, _ = _per_anchor(logits, target, "stable" if stable else "plain", self_col, owned=True)
-    return _reduce(loss, reduction)
+    loss = _per_anchor(logits, target, "stable" if stable else "plain", self_col, owned=True)
+    return _check_output(_reduce(loss, reduction), {"query": query, "key": key, "negatives": negatives})
 
 
 @overload
@@ -504,11 +515,10 @@ def flat_nce(
         gather=gather,
         eps=eps,
     )
-    loss, info = _per_anchor(logits, target, "flat", self_col, owned=True)
-    assert info is not None
-    out = _reduce(loss, reduction)
+    loss = _per_anchor(logits, target, "flat", self_col, owned=True)
+    out = _check_output(_reduce(loss, reduction), {"query": query, "key": key, "negatives": negatives})
     if return_info_nce:
-        return out, _reduce(info, reduction)
+        return out, _reduce(F.softplus(loss.detach()), reduction)  # stable InfoNCE value, for logs
     return out
 
 
