@@ -78,7 +78,9 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         q = torch.randn(b, args.dim, generator=g).requires_grad_()
         k = (q.detach() + 0.5 * torch.randn(b, args.dim, generator=g)).requires_grad_()
-        kw: dict[str, float] = {"max_seconds": 10.0} if b < 4096 else {"max_seconds": 20.0, "repeats": 5}
+        kw: dict[str, float] = (
+            {"max_seconds": 10.0} if b < 4096 else {"max_seconds": 20.0, "repeats": 5, "warmup": 1}
+        )
 
         cases = [
             Case("floor: F.cross_entropy", _fb(_floor, q, k)),
