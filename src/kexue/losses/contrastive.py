@@ -24,6 +24,7 @@ come from every ``torch.distributed`` rank through :func:`gather_with_grad`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, overload
 
 import torch
@@ -68,7 +69,8 @@ def _check_output(out: Tensor, inputs: dict[str, Tensor | None]) -> Tensor:
     log-sum-exp or positive score reads it), so one check on the small output replaces a scan of every input
     on the common path; the inputs are scanned only to word the error.
     """
-    if bool(torch.isnan(out.detach()).any()):
+    bad = math.isnan(out.item()) if out.dim() == 0 else bool(torch.isnan(out.detach()).any())
+    if bad:
         for name, x in inputs.items():
             if x is not None:
                 _check_no_nan(name, x)
@@ -251,36 +253,46 @@ def _embedding_logits(
     """Score matrix ``(N, C)``, positive column per row and (SimCLR) the column of the anchor itself."""
     _check_embeddings(query, key, negatives)
     _check_temperature(temperature)
-    if normalize:  # cosine scores, as in SimCLR/FlatCLR
-        query, key = F.normalize(query, dim=1, eps=eps), F.normalize(key, dim=1, eps=eps)
-        if negatives is not None:
-            negatives = F.normalize(negatives, dim=1, eps=eps)
     # mixed dtypes (a bfloat16 head output against float32 keys under autocast) promote to the widest
     dtype = torch.promote_types(query.dtype, key.dtype)
     if negatives is not None:
         dtype = torch.promote_types(dtype, negatives.dtype)
         negatives = negatives.to(dtype)
+        if normalize:
+            negatives = F.normalize(negatives, dim=1, eps=eps)
     query, key = query.to(dtype), key.to(dtype)
     rank, world = _dist_world() if gather else (0, 1)
     b = query.shape[0]
     dev = query.device
-    all_key = gather_with_grad(key) if world > 1 else key  # (W*B, D)
-    all_neg = gather_with_grad(negatives) if (world > 1 and negatives is not None) else negatives
     offset = rank * b
     # scale the (N, D) anchors, not the (N, C) scores: one pass over B*D instead of B*C
     if symmetric:
-        all_query = gather_with_grad(query) if world > 1 else query
-        anchors = torch.cat([query, key]) / temperature  # (2B, D): query rows then key rows
-        parts = [all_query, all_key] + ([all_neg] if all_neg is not None else [])
-        cands = torch.cat(parts)  # (2WB [+ WM], D)
-        n_all = world * b
-        idx = torch.arange(b, device=dev) + offset
-        self_col = torch.cat([idx, idx + n_all])
-        target = torch.cat([idx + n_all, idx])
+        z = torch.cat([query, key])  # (2B, D): query rows then key rows
+        if normalize:  # cosine scores, as in SimCLR/FlatCLR; one pass over both views
+            z = F.normalize(z, dim=1, eps=eps)
+        anchors = z / temperature
+        if world > 1:
+            parts = [gather_with_grad(z[:b]), gather_with_grad(z[b:])]
+            if negatives is not None:
+                parts.append(gather_with_grad(negatives))
+            cands = torch.cat(parts)  # (2WB [+ WM], D)
+            n_all = world * b
+            idx = torch.arange(b, device=dev) + offset
+            self_col = torch.cat([idx, idx + n_all])
+            target = torch.cat([idx + n_all, idx])
+        else:
+            cands = z if negatives is None else torch.cat([z, negatives])
+            self_col = torch.arange(2 * b, device=dev)
+            target = self_col.roll(b)  # row i pairs with row i + B and back
         n_neg = cands.shape[0] - 2
     else:
+        if normalize:
+            query, key = F.normalize(query, dim=1, eps=eps), F.normalize(key, dim=1, eps=eps)
+        all_key = gather_with_grad(key) if world > 1 else key  # (W*B, D)
+        if negatives is not None and world > 1:
+            negatives = gather_with_grad(negatives)
         anchors = query / temperature
-        cands = all_key if all_neg is None else torch.cat([all_key, all_neg])
+        cands = all_key if negatives is None else torch.cat([all_key, negatives])
         target = torch.arange(b, device=dev) + offset
         self_col = None
         n_neg = cands.shape[0] - 1
