@@ -1,0 +1,384 @@
+"""Tests for kexue.losses.contrastive: InfoNCE, stable InfoNCE, FlatNCE (https://kexue.fm/archives/8586)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from _reference_contrastive import log_sum_neg_minus_pos, per_anchor, spec_example, xi_over_sg_xi
+from kexue.losses import (
+    FlatNCELoss,
+    InfoNCELoss,
+    flat_nce,
+    flat_nce_from_logits,
+    gather_with_grad,
+    info_nce,
+    info_nce_from_logits,
+)
+
+F64 = torch.float64
+
+
+def _fn(kind: str):  # type: ignore[no-untyped-def]
+    if kind == "flat":
+        return lambda q, k, **kw: flat_nce(q, k, **kw)
+    return lambda q, k, **kw: info_nce(q, k, stable=kind == "stable", **kw)
+
+
+# ----------------------------------------------------------------------------------------- references
+
+
+@given(
+    b=st.integers(2, 6),
+    d=st.integers(2, 6),
+    m=st.integers(0, 3),
+    tau=st.sampled_from([0.05, 0.1, 0.5, 1.0]),
+    symmetric=st.booleans(),
+    kind=st.sampled_from(["plain", "stable", "flat"]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_naive_loop(
+    b: int, d: int, m: int, tau: float, symmetric: bool, kind: str, seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(b, d, generator=g, dtype=F64), torch.randn(b, d, generator=g, dtype=F64)
+    n = torch.randn(m, d, generator=g, dtype=F64) if m else None
+    got = _fn(kind)(q, k, temperature=tau, negatives=n, symmetric=symmetric, reduction="none")
+    ref = per_anchor(q, k, temperature=tau, negatives=n, symmetric=symmetric, kind=kind)
+    torch.testing.assert_close(got, ref)
+
+
+def test_unnormalized_dot_products_match_loop() -> None:
+    q, k = torch.randn(5, 4, dtype=F64), torch.randn(5, 4, dtype=F64)
+    for kind in ("plain", "stable", "flat"):
+        got = _fn(kind)(q, k, temperature=0.7, normalize=False, reduction="none")
+        torch.testing.assert_close(got, per_anchor(q, k, temperature=0.7, kind=kind, normalize=False))
+
+
+def test_plain_equals_cross_entropy_and_stable_in_float64() -> None:
+    q, k = torch.randn(16, 8, dtype=F64), torch.randn(16, 8, dtype=F64)
+    logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / 0.1
+    ce = F.cross_entropy(logits, torch.arange(16))
+    torch.testing.assert_close(info_nce(q, k), ce)
+    torch.testing.assert_close(info_nce(q, k, stable=True), ce)
+    torch.testing.assert_close(info_nce_from_logits(logits, torch.arange(16)), ce)
+    torch.testing.assert_close(info_nce_from_logits(logits, torch.arange(16), stable=True), ce)
+
+
+def test_from_logits_respects_masked_candidates() -> None:
+    logits = torch.randn(4, 6, dtype=F64)
+    logits[:, 5] = float("-inf")  # a masked column changes nothing
+    target = torch.tensor([0, 2, 4, 1])
+    before = logits.clone()
+    flat_nce_from_logits(logits, target)
+    info_nce_from_logits(logits, target, stable=True)
+    torch.testing.assert_close(logits, before)  # the user's logits are never masked in place
+    torch.testing.assert_close(
+        flat_nce_from_logits(logits, target, reduction="none"), log_sum_neg_minus_pos(logits[:, :5], target)
+    )
+    torch.testing.assert_close(
+        info_nce_from_logits(logits, target, stable=True), F.cross_entropy(logits[:, :5], target)
+    )
+
+
+# ----------------------------------------------------------------------------------------- FlatNCE gradient
+
+
+def test_flat_gradient_equals_xi_over_sg_xi_and_log_form() -> None:
+    logits = torch.randn(5, 7, dtype=F64, requires_grad=True)
+    target = torch.tensor([0, 3, 6, 2, 2])
+    (g_ours,) = torch.autograd.grad(flat_nce_from_logits(logits, target, reduction="sum"), logits)
+    (g_sg,) = torch.autograd.grad(xi_over_sg_xi(logits, target).sum(), logits)
+    (g_log,) = torch.autograd.grad(log_sum_neg_minus_pos(logits, target).sum(), logits)
+    torch.testing.assert_close(g_ours, g_sg)
+    torch.testing.assert_close(g_ours, g_log)
+    # the value is log xi, the value of the paper's form is 1
+    torch.testing.assert_close(
+        flat_nce_from_logits(logits, target, reduction="none").detach(),
+        log_sum_neg_minus_pos(logits, target).detach(),
+    )
+
+
+def test_flat_gradient_equals_flatclr_form_on_embeddings() -> None:
+    """FlatCLR: loss = exp(v - v.detach()).mean() with v = logsumexp(neg - pos); same gradient as ours."""
+    q = torch.randn(6, 5, dtype=F64, requires_grad=True)
+    k = torch.randn(6, 5, dtype=F64, requires_grad=True)
+    z = F.normalize(torch.cat([q, k]), dim=1)
+    sim = z @ z.T / 0.1
+    n = 6
+    pos = torch.cat([torch.arange(n) + n, torch.arange(n)])
+    rows = []
+    for i in range(2 * n):
+        keep = [j for j in range(2 * n) if j not in (i, int(pos[i]))]
+        rows.append(sim[i, keep] - sim[i, pos[i]])  # negatives minus the positive
+    v = torch.logsumexp(torch.stack(rows), dim=1)
+    ref = torch.exp(v - v.detach()).mean()
+    g_ref = torch.autograd.grad(ref, (q, k))
+    g_ours = torch.autograd.grad(flat_nce(q, k, symmetric=True), (q, k))
+    torch.testing.assert_close(g_ours, g_ref)
+
+
+@given(b=st.integers(2, 8), tau=st.sampled_from([0.05, 0.1, 0.5]), seed=st.integers(0, 2**16))
+def test_per_anchor_gradients_parallel_with_ratio(b: int, tau: float, seed: int) -> None:
+    """grad log(1 + xi) = xi / (1 + xi) * grad log xi: cosine 1 per anchor, norm ratio (1 + xi) / xi."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, 16, generator=g, dtype=F64, requires_grad=True)
+    k = torch.randn(b, 16, generator=g, dtype=F64)
+    (g_flat,) = torch.autograd.grad(flat_nce(q, k, temperature=tau, reduction="sum"), q)
+    (g_info,) = torch.autograd.grad(info_nce(q, k, temperature=tau, reduction="sum"), q)
+    cos = F.cosine_similarity(g_flat, g_info, dim=1)
+    torch.testing.assert_close(cos, torch.ones(b, dtype=F64))
+    xi = flat_nce(q, k, temperature=tau, reduction="none").detach().exp()
+    torch.testing.assert_close(g_flat.norm(dim=1) / g_info.norm(dim=1), (1 + xi) / xi)
+
+
+# ----------------------------------------------------------------------------------------- float error
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a / a.abs().max(), b / b.abs().max()  # F.cosine_similarity floors norms at 1e-8
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def _spec_case(k: int, tau: float, dtype: torch.dtype, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    # seed 1 draws xi ~ 8e-8 < float32 epsilon: 1 + xi rounds to 1 (seed 0 gives xi ~ 2e-7, a partial failure)
+    x, pos, negs = spec_example(k, tau, seed=1)
+    q = x.to(dtype)[None].requires_grad_()  # unit vectors, scores cos / tau; gradient w.r.t. the anchor
+    loss = _fn(kind)(q, pos.to(dtype)[None], temperature=tau, negatives=negs.to(dtype), normalize=False)
+    (grad,) = torch.autograd.grad(loss, q)
+    return loss.detach().double(), grad.double()[0]
+
+
+def test_float32_plain_infonce_fails_where_stable_and_flat_do_not() -> None:
+    """Spec 4.3: tau=0.05, K=16, positive cosine 0.98 -> float32 InfoNCE returns 0 and a wrong gradient."""
+    l64, g64 = _spec_case(16, 0.05, F64, "plain")
+    assert 1e-8 < float(l64) < 6e-8 * 2  # xi below float32 epsilon: 1 + xi rounds to 1
+    l32, g32 = _spec_case(16, 0.05, torch.float32, "plain")
+    assert float(l32) == 0.0
+    assert float(_cos(g32, g64)) < 0.5  # the positive lost its pull
+    s32, sg32 = _spec_case(16, 0.05, torch.float32, "stable")
+    s64, _ = _spec_case(16, 0.05, F64, "stable")
+    torch.testing.assert_close(s64, l64)  # stable == plain in float64
+    assert abs(float(s32) / float(l64) - 1) < 1e-4
+    assert float(_cos(sg32, g64)) > 1 - 1e-6
+    f32, fg32 = _spec_case(16, 0.05, torch.float32, "flat")
+    f64, fg64 = _spec_case(16, 0.05, F64, "flat")
+    assert abs(float(f32) - float(f64)) < 1e-4
+    assert float(_cos(fg32, fg64)) > 1 - 1e-6
+
+
+def test_no_underflow_when_margin_exceeds_float32_exp_range() -> None:
+    """Pitfall: forming xi with exp underflows when s_i - s_t < -104; log-sum-exp of differences does not."""
+    logits = torch.tensor([[0.0, -150.0, -160.0]], requires_grad=True)
+    loss = flat_nce_from_logits(logits, torch.tensor([0]))
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(loss)
+    assert float(loss.detach()) == pytest.approx(-150 + torch.log1p(torch.exp(torch.tensor(-10.0))))
+    assert torch.isfinite(grad).all()
+    assert float(grad[0, 0]) == -1.0
+
+
+@pytest.mark.parametrize("kind", ["plain", "stable", "flat"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_bf16_autocast_finite(kind: str, symmetric: bool) -> None:
+    q = torch.randn(32, 16, requires_grad=True)
+    k = torch.randn(32, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = _fn(kind)(q @ torch.eye(16), k, temperature=0.05, symmetric=symmetric)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert q.grad is not None
+    assert torch.isfinite(q.grad).all()
+    assert loss.dtype == torch.float32
+
+
+def test_float32_inputs_keep_dtype_and_float64_works() -> None:
+    for dtype in (torch.float32, F64):
+        q, k = torch.randn(4, 3, dtype=dtype), torch.randn(4, 3, dtype=dtype)
+        assert info_nce(q, k).dtype == dtype
+        assert flat_nce(q, k).dtype == dtype
+    q = torch.randn(4, 3)
+    torch.testing.assert_close(info_nce(q, q.double()), info_nce(q.double(), q.double()))  # promotes
+
+
+# ----------------------------------------------------------------------------------------- laws & gradcheck
+
+
+@pytest.mark.parametrize("kind", ["plain", "stable", "flat"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_reduction_laws(kind: str, symmetric: bool) -> None:
+    q, k, n = torch.randn(6, 4), torch.randn(6, 4), torch.randn(3, 4)
+    f = _fn(kind)
+    none = f(q, k, negatives=n, symmetric=symmetric, reduction="none")
+    assert none.shape == ((12,) if symmetric else (6,))
+    torch.testing.assert_close(f(q, k, negatives=n, symmetric=symmetric, reduction="mean"), none.mean())
+    torch.testing.assert_close(f(q, k, negatives=n, symmetric=symmetric, reduction="sum"), none.sum())
+
+
+@pytest.mark.parametrize("kind", ["plain", "stable", "flat"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gradcheck(kind: str, symmetric: bool) -> None:
+    q = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    k = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    n = torch.randn(2, 3, dtype=F64, requires_grad=True)
+    f = _fn(kind)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: f(a, b, negatives=c, symmetric=symmetric, temperature=0.5, reduction="none"),
+        (q, k, n),
+    )
+
+
+def test_gradcheck_from_logits() -> None:
+    logits = torch.randn(3, 5, dtype=F64, requires_grad=True)
+    t = torch.tensor([1, 0, 4])
+    assert torch.autograd.gradcheck(lambda x: flat_nce_from_logits(x, t, reduction="none"), (logits,))
+    assert torch.autograd.gradgradcheck(lambda x: flat_nce_from_logits(x, t), (logits,))
+    assert torch.autograd.gradcheck(
+        lambda x: info_nce_from_logits(x, t, stable=True, reduction="none"), (logits,)
+    )
+    assert torch.autograd.gradgradcheck(lambda x: info_nce_from_logits(x, t, stable=True), (logits,))
+
+
+def test_modules_match_functionals_and_log_infonce() -> None:
+    q, k = torch.randn(5, 4), torch.randn(5, 4)
+    torch.testing.assert_close(
+        InfoNCELoss(temperature=0.2, symmetric=True, stable=True)(q, k),
+        info_nce(q, k, temperature=0.2, symmetric=True, stable=True),
+    )
+    m = FlatNCELoss(temperature=0.2)
+    torch.testing.assert_close(m(q, k), flat_nce(q, k, temperature=0.2))
+    assert m.last_info_nce is not None
+    torch.testing.assert_close(m.last_info_nce, info_nce(q, k, temperature=0.2, stable=True))
+    assert "temperature=0.2" in repr(m)
+    loss, info = flat_nce(q, k, return_info_nce=True)
+    assert not info.requires_grad
+    assert float(loss) < float(info)
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+
+def test_errors() -> None:
+    q = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="key must have the shape"):
+        info_nce(q, torch.randn(5, 3))
+    with pytest.raises(ValueError, match="key must have the shape"):
+        flat_nce(q, torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"query must have shape \(B, D\)"):
+        info_nce(torch.randn(4), torch.randn(4))
+    with pytest.raises(ValueError, match="negatives must have shape"):
+        info_nce(q, q, negatives=torch.randn(2, 5))
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
+        info_nce(q, q, temperature=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        FlatNCELoss(temperature=-1.0)
+    with pytest.raises(TypeError, match="query must be a floating-point tensor"):
+        info_nce(torch.ones(4, 3, dtype=torch.long), q)
+    with pytest.raises(ValueError, match="no negatives: a batch of 1"):
+        info_nce(q[:1], q[:1])
+    with pytest.raises(ValueError, match="no negatives: a batch of 1"):
+        flat_nce(q[:1], q[:1], symmetric=True)
+    info_nce(q[:1], q[:1], negatives=torch.randn(3, 3))  # explicit negatives make a batch of one fine
+    bad = q.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="query contains NaN"):
+        info_nce(bad, q)
+    with pytest.raises(ValueError, match="key contains NaN"):
+        flat_nce(q, bad)
+    with pytest.raises(ValueError, match="reduction must be"):
+        info_nce(q, q, reduction="avg")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 2 columns"):
+        info_nce_from_logits(torch.randn(3, 1), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="target values must lie in"):
+        flat_nce_from_logits(torch.randn(3, 4), torch.tensor([0, 1, 4]))
+    with pytest.raises(TypeError, match="target must be an int64"):
+        flat_nce_from_logits(torch.randn(3, 4), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"target must have shape \(3,\)"):
+        info_nce_from_logits(torch.randn(3, 4), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="logits contains NaN"):
+        info_nce_from_logits(torch.full((2, 3), float("nan")), torch.zeros(2, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------------------- distributed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+CASES = [
+    (kind, symmetric, with_neg)
+    for kind in ("plain", "stable", "flat")
+    for symmetric in (False, True)
+    for with_neg in (False, True)
+]
+
+
+def _data(world: int, b: int = 3, d: int = 5, m: int = 2) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(7)
+    return tuple(torch.randn(world * n, d, generator=g, dtype=F64) for n in (b, b, m))
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        q_all, k_all, n_all = _data(world)
+        b, m = q_all.shape[0] // world, n_all.shape[0] // world
+        results = {}
+        for kind, symmetric, with_neg in CASES:
+            q = q_all[rank * b : (rank + 1) * b].clone().requires_grad_()
+            k = k_all[rank * b : (rank + 1) * b].clone().requires_grad_()
+            n = n_all[rank * m : (rank + 1) * m].clone().requires_grad_() if with_neg else None
+            loss = _fn(kind)(q, k, negatives=n, symmetric=symmetric, gather=True, temperature=0.3)
+            loss.backward()
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            results[(kind, symmetric, with_neg)] = (
+                total / world,
+                q.grad / world,  # DDP averages gradients over ranks
+                k.grad / world,
+                None if n is None else n.grad / world,
+            )
+        g = gather_with_grad(torch.full((2, 1), float(rank), requires_grad=True))
+        results["gathered"] = g.detach()
+        torch.save(results, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_two_processes_equals_single_process(tmp_path: Path) -> None:
+    world = 2
+    torch.multiprocessing.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    torch.testing.assert_close(res[0]["gathered"], torch.tensor([[0.0], [0.0], [1.0], [1.0]]))
+    q_all, k_all, n_all = _data(world)
+    b, m = q_all.shape[0] // world, n_all.shape[0] // world
+    for case in CASES:
+        kind, symmetric, with_neg = case
+        q, k = q_all.clone().requires_grad_(), k_all.clone().requires_grad_()
+        n = n_all.clone().requires_grad_() if with_neg else None
+        loss = _fn(kind)(q, k, negatives=n, symmetric=symmetric, temperature=0.3)
+        loss.backward()
+        for r in range(world):
+            r_loss, r_gq, r_gk, r_gn = res[r][case]
+            torch.testing.assert_close(r_loss, loss.detach(), msg=f"{case} loss")
+            torch.testing.assert_close(r_gq, q.grad[r * b : (r + 1) * b], msg=f"{case} dq rank {r}")
+            torch.testing.assert_close(r_gk, k.grad[r * b : (r + 1) * b], msg=f"{case} dk rank {r}")
+            if n is not None:
+                torch.testing.assert_close(r_gn, n.grad[r * m : (r + 1) * m], msg=f"{case} dn rank {r}")
+
+
+def test_docs_example_runs() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "flatnce.md"
+    block = doc.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, str(doc), "exec"), {})
