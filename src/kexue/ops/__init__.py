@@ -1,1 +1,5 @@
 """ops layer."""
+
+from .collapse import effective_rank, normalized_std
+
+__all__ = ["effective_rank", "normalized_std"]
