@@ -177,4 +177,4 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch
     lambdas: list[Callable[[int], float]] = [
         const if g.get("fix_lr", False) else cos for g in optimizer.param_groups
     ]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)  # type: ignore[arg-type]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

@@ -193,7 +193,7 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
         var = sq / n  # biased, used to normalise
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
-                self.num_batches_tracked += 1  # type: ignore[operator]
+                self.num_batches_tracked += 1  # type: ignore[operator,assignment]
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)  # type: ignore[arg-type]
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * (sq.detach() / (n.detach() - 1).clamp_min(1)))
