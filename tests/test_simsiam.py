@@ -457,7 +457,10 @@ def _ddp_worker(rank: int, port: int, out: str, x1: torch.Tensor, x2: torch.Tens
 
 def test_ddp_two_processes_equal_one_process_on_concatenated_batch(tmp_path: Path) -> None:
     x1, x2 = _views(b=16, dtype=torch.float64)
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path), x1, x2), nprocs=2, join=True)
+    # fork: the children inherit the imported modules (spawn would re-import torch and this file twice)
+    mp.start_processes(
+        _ddp_worker, args=(_free_port(), str(tmp_path), x1, x2), nprocs=2, join=True, start_method="fork"
+    )
     for kind in ("simsiam", "byol"):
         ref = _make(kind, sync=False)
         _one_step(ref, ref, x1, x2)
