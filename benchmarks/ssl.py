@@ -1,17 +1,19 @@
-"""SimSiam / BYOL training-step time: kexue vs lightly's heads + loss and byol-pytorch, same backbone and batch.
+"""SimSiam / BYOL training-step time: kexue vs lightly's heads + loss and byol-pytorch, same backbone and
+batch.
 
 Every case runs one full training step on the same pre-augmented views: forward of both views, loss, backward,
-SGD step, and for BYOL the EMA update of the target. The backbone is ``kexue.modules.SmallCNN(num_classes=0)`` on
-3x32x32 images for every case (byol-pytorch's constructor runs a 3-channel mock image). Head sizes are equal
-across cases. Architecture notes, printed under the tables:
+SGD step, and for BYOL the EMA update of the target. The backbone is ``kexue.modules.SmallCNN(num_classes=0)``
+on 3x32x32 images for every case (byol-pytorch's constructor runs a 3-channel mock image). Head sizes are
+equal across cases. Architecture notes:
 
 * lightly: ``SimSiamProjectionHead`` / ``SimSiamPredictionHead`` / ``BYOLProjectionHead`` /
   ``BYOLPredictionHead``, ``NegativeCosineSimilarity`` and ``update_momentum``, wired as in lightly's examples
   (two separate passes, one per view).
 * byol-pytorch: ``BYOL(net, hidden_layer=-1, use_simplicial_embeddings=False)`` with the two views passed as
-  its augmentations; it runs both views as ONE concatenated batch (BatchNorm statistics over both views), which
-  is cheaper on small inputs but not the papers' per-view BatchNorm. ``use_momentum=False`` is its SimSiam mode,
-  whose predictor is BYOL's MLP (no d/4 bottleneck), so its SimSiam row is a near but not exact match.
+  its augmentations; it runs both views as ONE concatenated batch (BatchNorm statistics over both views),
+  which is cheaper on small inputs but not the papers' per-view BatchNorm. ``use_momentum=False`` is its
+  SimSiam mode, whose predictor is BYOL's MLP (no d/4 bottleneck), so its SimSiam row is a near but not exact
+  match.
 * lightly and byol-pytorch import torchvision at module level but do not use it on these code paths; a stub
   module stands in for it (installing torchvision would replace the CPU torch).
 
@@ -33,17 +35,18 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if p not in ("", str(_HERE))]
 _spec = importlib.util.spec_from_file_location("_timing", _HERE / "_timing.py")
-assert _spec is not None and _spec.loader is not None
+if _spec is None or _spec.loader is None:
+    raise ImportError(f"cannot load {_HERE / '_timing.py'}")
 _timing = importlib.util.module_from_spec(_spec)
 sys.modules["_timing"] = _timing
 _spec.loader.exec_module(_timing)
 Case, compare, header = _timing.Case, _timing.compare, _timing.header
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from kexue.methods import BYOL, SimSiam, cosine_tau  # noqa: E402
-from kexue.modules import SmallCNN  # noqa: E402
+from kexue.methods import BYOL, SimSiam, cosine_tau
+from kexue.modules import SmallCNN
 
 B, SIDE, FEAT = 128, 32, 128
 SS_DIM, SS_PRED = 512, 128  # SimSiam: d and the d/4 bottleneck

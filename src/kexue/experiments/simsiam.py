@@ -1,37 +1,39 @@
-"""Why does SimSiam not collapse? The article's toy ODE, SimSiam/BYOL ablations on Fashion-MNIST, and its dynamics
-argument and untested proposal measured.
+"""Why does SimSiam not collapse? The article's toy ODE, SimSiam/BYOL ablations on Fashion-MNIST, and its
+dynamics argument and untested proposal measured.
 
-Article: Su Jianlin, "从动力学角度看优化算法（六）：为什么SimSiam不退化？" (https://kexue.fm/archives/7980), on SimSiam
-(Chen & He 2021, https://arxiv.org/abs/2011.10566) and BYOL (Grill et al. 2020, https://arxiv.org/abs/2006.07733).
+Article: Su Jianlin, "从动力学角度看优化算法（六）：为什么SimSiam不退化？" (https://kexue.fm/archives/7980),
+on SimSiam (Chen & He 2021, https://arxiv.org/abs/2011.10566) and BYOL (Grill et al. 2020,
+https://arxiv.org/abs/2006.07733).
 
 Parts and claims (thresholds fixed before the first run, never tuned afterwards):
 
-1. Toy ODE (article): ``l = 1/2 (phi theta - theta')^2``, ``phi(0) = 0.6``, ``theta(0) = 0.1``, integrated by RK4
-   (dt = 0.01) to ``ode_t``. The exact limits follow from conserved quantities (derived in the spec):
+1. Toy ODE (article): ``l = 1/2 (phi theta - theta')^2``, ``phi(0) = 0.6``, ``theta(0) = 0.1``, integrated by
+   RK4 (dt = 0.01) to ``ode_t``. The exact limits follow from conserved quantities (derived in the spec):
    stop-gradient ``theta -> sqrt(0.65) = 0.806226``, ``phi -> 1``; full gradient ``theta -> 0``,
    ``phi -> 1 - sqrt(0.15)``; target-branch term only ``theta -> 0``, ``phi -> 0.605``. Claims ``ode_*`` hold
    when the integrated end point is within 1e-3 of the exact limit and the invariant drifts by < 1e-6 -- the
    RK4 error at dt = 0.01 is ~1e-10, so 1e-3 only absorbs the finite horizon.
    ``expansion_ratio``: the article's first-order argument says subtracting another random view instead of the
-   view mean doubles the loss. For a linear F this is exact in expectation, so on real Fashion-MNIST images and
-   our real augmentations ``E||W(T2x - T1x)||^2 / E||W(Tx - xbar_M)||^2`` must equal ``2 / (1 + 1/M)`` (xbar
-   estimated from M independent views) within 5%. The Monte-Carlo standard error is printed with the verdict;
-   at ``quick`` (256 images x 32 repeats) it is ~1.5%, so 5% is about three standard errors.
+   view mean doubles the loss. For a linear F this is exact in expectation, so on real Fashion-MNIST images
+   and our real augmentations ``E||W(T2x - T1x)||^2 / E||W(Tx - xbar_M)||^2`` must equal ``2 / (1 + 1/M)``
+   (xbar estimated from M independent views) within 5%. The Monte-Carlo standard error is printed with the
+   verdict; at ``quick`` (256 images x 32 repeats) it is ~1.5%, so 5% is about three standard errors.
 
 2. SimSiam on real Fashion-MNIST (``SmallCNN`` encoder, paper-shaped heads scaled to d = ``dim``), variants:
    baseline (predictor lr fixed, the paper's default), no stop-gradient, no predictor, predictor frozen at its
    random init, predictor lr decayed, and BYOL; ``seeds`` seeds each. Features are the backbone's on clean
-   images; accuracy = weighted kNN (k = 20) and a linear probe on the test split. Collapse monitor = the paper's
-   per-channel std of ``z/||z||`` of the training outputs (train mode, mean over the last epoch), compared with
-   ``1/sqrt(d)``; the same std on clean test images in eval mode and the effective rank of z are reported too.
+   images; accuracy = weighted kNN (k = 20) and a linear probe on the test split. Collapse monitor = the
+   paper's per-channel std of ``z/||z||`` of the training outputs (train mode, mean over the last epoch),
+   compared with ``1/sqrt(d)``; the same std on clean test images in eval mode and the effective rank of z are
+   reported too.
    * ``no_stopgrad_collapses`` / ``no_predictor_collapses`` (paper Fig. 2, Table 1a): collapse := mean final
      std < 0.25/sqrt(d) (a quarter of the healthy value; the paper's curve goes to 0) AND mean linear-probe
      accuracy < 0.2 ("near chance": chance is 0.1; 0.2 leaves room for the few-hundred-step budget).
    * ``baseline_learns``: baseline linear-probe accuracy > random-init encoder's + 0.02, beyond seed noise
      (``compare`` with z = 2). A random CNN is already a strong feature extractor (the article's "deep image
      prior"), so 2 points is a real gain and well above the ~0.5-point seed noise of the probe.
-   * ``frozen_predictor_fails``: paper Table 1b (1.5% vs 67.7%): baseline probe > frozen-predictor probe + 0.02,
-     beyond seed noise.
+   * ``frozen_predictor_fails``: paper Table 1b (1.5% vs 67.7%): baseline probe > frozen-predictor probe +
+     0.02, beyond seed noise.
    * ``fixed_pred_lr_not_worse``: paper Table 1c (68.1 fixed vs 67.7 decayed): fixed >= decayed; a 0.4-point
      gap is below our seed noise, so inconclusive is the expected honest outcome.
    * ``byol_learns``: BYOL probe > random-init + 0.02, beyond seed noise.
@@ -46,8 +48,8 @@ Parts and claims (thresholds fixed before the first run, never tuned afterwards)
      collapse more: final std(x0.1) < std(x1) beyond seed noise.
 
 4. The article's untested proposal ``E||F(T(x)) - F(xbar)||^2`` (``xbar`` = mean of ``mean_views`` augmented
-   copies in input space), as a negative cosine on the projector output like SimSiam, with gradient through both
-   terms (Su's literal form, no predictor) and with a stop-gradient on ``F(xbar)``.
+   copies in input space), as a negative cosine on the projector output like SimSiam, with gradient through
+   both terms (Su's literal form, no predictor) and with a stop-gradient on ``F(xbar)``.
    * ``mean_view_avoids_collapse`` (open question): mean final std >= 0.5/sqrt(d) (half the healthy value) for
      the literal form.
    * ``mean_view_features``: which features probe better, ``F(x)`` or ``F(xbar)``? reproduced when they differ
@@ -55,13 +57,15 @@ Parts and claims (thresholds fixed before the first run, never tuned afterwards)
 
 Presets: ``smoke`` (seconds; 1 seed, a few steps) for the tests. ``quick`` (about 3 minutes on 2 cores) keeps
 every variant, 3 seeds for part 2 but 2 seeds for parts 3-4, and reduces the data (2,048 training images), the
-schedule (8 epochs x 16 steps of 128 images), the network (width-8 CNN, d = 64) and ``xbar`` (4 views): collapse
-shows in a few hundred steps, learning gains are small at this budget. ``full`` is the same protocol at a GPU-sized budget.
+schedule (8 epochs x 16 steps of 128 images), the network (width-8 CNN, d = 64) and ``xbar`` (4 views):
+collapse shows in a few hundred steps, learning gains are small at this budget. ``full`` is the same protocol
+at a GPU-sized budget.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,20 +87,20 @@ ORDER = 30
 TITLE = "Why SimSiam does not collapse: toy ODE, ablations, dynamics, and the mean-view proposal"
 ARTICLE = "https://kexue.fm/archives/7980"
 CLAIMS = {
-    "ode_stopgrad": "Toy ODE with stop-gradient: phi -> 1 and theta settles at a non-zero value (exactly sqrt(0.65)).",
+    "ode_stopgrad": "Toy ODE with stop-gradient: phi -> 1, theta settles at a non-zero value (sqrt(0.65)).",
     "ode_full_grad": "Toy ODE with the target-branch gradient kept: theta -> 0 (phi -> 1 - sqrt(0.15)).",
     "ode_target_only": "Toy ODE with only the target-branch term: theta -> 0 (phi -> 0.605).",
-    "expansion_ratio": "Subtracting another random view instead of the view mean doubles the (linearised) loss.",
-    "no_stopgrad_collapses": "Without stop-gradient SimSiam collapses: std of z/||z|| -> 0, accuracy near chance.",
+    "expansion_ratio": "Subtracting another random view, not the view mean, doubles the linearised loss.",
+    "no_stopgrad_collapses": "Without stop-gradient SimSiam collapses: std of z/|z| -> 0, chance accuracy.",
     "no_predictor_collapses": "Without the predictor SimSiam collapses.",
     "baseline_learns": "SimSiam learns: probe accuracy well above a random-init encoder's.",
-    "frozen_predictor_fails": "A predictor fixed at random init does not work (probe well below the baseline).",
+    "frozen_predictor_fails": "A predictor fixed at random init does not work (probe well below baseline).",
     "fixed_pred_lr_not_worse": "A constant predictor learning rate is at least as good as a decayed one.",
     "byol_learns": "BYOL learns: probe accuracy well above a random-init encoder's.",
     "predictor_is_fast": "Su's hypothesis: the predictor is the fast variable, the encoder the slow one.",
     "slow_predictor_collapses_more": "Su's hypothesis implies a slower predictor (lr x0.1) collapses more.",
     "mean_view_avoids_collapse": "Su's untested proposal E||F(T(x)) - F(xbar)||^2 avoids collapse.",
-    "mean_view_features": "Features F(x) and F(xbar) probe differently (which is better is the open question).",
+    "mean_view_features": "Features F(x) and F(xbar) probe differently (which is better: open question).",
 }
 
 SIMSIAM_VARIANTS = ("baseline", "no_stop_grad", "no_predictor", "frozen_predictor", "decayed_pred_lr")
@@ -298,7 +302,7 @@ def _groups(model: nn.Module, variant: str, cfg: Config) -> list[dict[str, Any]]
     return groups
 
 
-def _norm(ps: list[Tensor]) -> float:
+def _norm(ps: Sequence[Tensor]) -> float:
     return math.sqrt(sum(float(p.detach().pow(2).sum()) for p in ps)) if ps else 0.0
 
 
@@ -334,13 +338,16 @@ def _train_one(
     steps_per_epoch = cfg.n_train // cfg.batch_size
     total = max(cfg.epochs * steps_per_epoch, 1)
 
-    def step(m: nn.Module, batch: list[Tensor]) -> dict[str, Tensor]:
+    def _record_norm(g: Tensor) -> None:
+        trace["dldp"].append(float(g.norm()))
+
+    def step(m: nn.Module, batch: Sequence[Tensor]) -> dict[str, Tensor]:
         (x,) = batch
         if mean_view:
             return m(aug(x), _mean_view(aug, x, cfg.mean_views))
         out = m(aug(x), aug(x))
         if out["p1"].requires_grad:  # record ||dL/dp1||: Su's shared factor dl/dh
-            out["p1"].register_hook(lambda g: trace["dldp"].append(float(g.norm())) or None)
+            out["p1"].register_hook(_record_norm)
         return out
 
     def after(m: nn.Module, k: int) -> None:
@@ -489,8 +496,10 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 ARTICLE,
                 holds=ok,
                 evidence=(
-                    f"RK4 to t={cfg.ode_t:g}: (phi, theta) = ({o['phi_end']:.6f}, {o['theta_end']:.6f}); exact limit "
-                    f"({o['phi_limit']:.6f}, {o['theta_limit']:.6f}); invariant drift {o['invariant_drift']:.1e}; "
+                    f"RK4 to t={cfg.ode_t:g}: (phi, theta) = ({o['phi_end']:.6f}, {o['theta_end']:.6f}); "
+                    "exact limit "
+                    f"({o['phi_limit']:.6f}, {o['theta_limit']:.6f}); invariant drift "
+                    f"{o['invariant_drift']:.1e}; "
                     f"at t=10 ({o['phi_t10']:.3f}, {o['theta_t10']:.3f})"
                 ),
                 measured=o,
@@ -511,8 +520,10 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
             ARTICLE,
             holds=abs(er["ratio"] / er["expected"] - 1) < 0.05,
             evidence=(
-                f"linear F on {cfg.expansion_images} real images: E||F(T2x)-F(T1x)||^2 / E||F(Tx)-F(xbar)||^2 = "
-                f"{er['ratio']:.3f} (Monte-Carlo s.e. {er['std_error']:.3f}), expected 2/(1+1/M) = {er['expected']:.3f} "
+                f"linear F on {cfg.expansion_images} real images: E||F(T2x)-F(T1x)||^2 / "
+                "E||F(Tx)-F(xbar)||^2 = "
+                f"{er['ratio']:.3f} (Monte-Carlo s.e. {er['std_error']:.3f}), expected 2/(1+1/M) = "
+                f"{er['expected']:.3f} "
                 f"with M={er['views']} views in xbar; tolerance 5%"
             ),
             measured=er,
@@ -566,9 +577,12 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 "https://arxiv.org/abs/2011.10566",
                 holds=std_m < 0.25 * healthy and acc_m < 0.2,
                 evidence=(
-                    f"{v}: final std {fmt(s['std'])} vs healthy 1/sqrt(d)={healthy:.3f} (collapse < {0.25 * healthy:.3f}); "
-                    f"eval-mode test std {fmt(s['test_std'])}; effective rank {fmt(s['erank'], 1)} of d={cfg.dim}; probe {fmt(s['probe'])}, kNN {fmt(s['knn'])} "
-                    f"(near chance < 0.2); baseline std {fmt(summary['baseline']['std']) if have('baseline') else '-'}"
+                    f"{v}: final std {fmt(s['std'])} vs healthy 1/sqrt(d)={healthy:.3f} (collapse < "
+                    f"{0.25 * healthy:.3f}); "
+                    f"eval-mode test std {fmt(s['test_std'])}; effective rank {fmt(s['erank'], 1)} of "
+                    f"d={cfg.dim}; probe {fmt(s['probe'])}, kNN {fmt(s['knn'])} "
+                    "(near chance < 0.2); baseline std "
+                    f"{fmt(summary['baseline']['std']) if have('baseline') else '-'}"
                 ),
                 measured={"std": std_m, "probe": acc_m, "erank": mean_std(s["erank"])[0]},
             )
@@ -585,8 +599,10 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 "https://arxiv.org/abs/2011.10566",
                 holds=compare(s["probe"], rp, margin=0.02),
                 evidence=(
-                    f"{v} probe {fmt(s['probe'])} (kNN {fmt(s['knn'])}) vs random-init encoder probe {fmt(rp)} "
-                    f"(kNN {fmt(metrics['random_init']['knn'])}); needs +0.02 beyond 2 s.e.; {len(seeds)} seeds"
+                    f"{v} probe {fmt(s['probe'])} (kNN {fmt(s['knn'])}) vs random-init encoder probe "
+                    f"{fmt(rp)} "
+                    f"(kNN {fmt(metrics['random_init']['knn'])}); needs +0.02 beyond 2 s.e.; {len(seeds)} "
+                    "seeds"
                 ),
                 measured={"probe": mean_std(s["probe"])[0], "random_probe": mean_std(rp)[0]},
             )
@@ -600,7 +616,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 "https://arxiv.org/abs/2011.10566",
                 holds=compare(b["probe"], f["probe"], margin=0.02),
                 evidence=(
-                    f"frozen predictor probe {fmt(f['probe'])}, std {fmt(f['std'])}; baseline probe {fmt(b['probe'])}; "
+                    f"frozen predictor probe {fmt(f['probe'])}, std {fmt(f['std'])}; baseline probe "
+                    f"{fmt(b['probe'])}; "
                     "paper: 1.5% vs 67.7%"
                 ),
                 measured={"frozen": mean_std(f["probe"])[0], "baseline": mean_std(b["probe"])[0]},
@@ -616,7 +633,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 "https://arxiv.org/abs/2011.10566",
                 holds=None if c is None else (not c),
                 evidence=(
-                    f"fixed predictor lr probe {fmt(b['probe'])} vs decayed {fmt(d['probe'])} (paper 68.1 vs 67.7); "
+                    f"fixed predictor lr probe {fmt(b['probe'])} vs decayed {fmt(d['probe'])} (paper 68.1 "
+                    "vs 67.7); "
                     "inconclusive when within 2 s.e."
                 ),
                 measured={"fixed": mean_std(b["probe"])[0], "decayed": mean_std(d["probe"])[0]},
@@ -631,7 +649,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 ARTICLE + " (our test of the hypothesis)",
                 holds=all(r > 1 for r in ratios),
                 evidence=(
-                    "mean relative gradient norm ||grad phi||/||phi|| over ||grad theta||/||theta|| during training "
+                    "mean relative gradient norm ||grad phi||/||phi|| over ||grad theta||/||theta|| during "
+                    "training "
                     f"(baseline): {', '.join(f'{r:.2f}' for r in ratios)} per seed (fast predictor: > 1)"
                 ),
                 measured={"ratio_mean": mean_std(ratios)[0]},
@@ -666,7 +685,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 ARTICLE + " (untested proposal)",
                 holds=std_m >= 0.5 * healthy,
                 evidence=(
-                    f"gradient through both terms: final std {fmt(s['std'])} (healthy {healthy:.3f}, needs >= "
+                    f"gradient through both terms: final std {fmt(s['std'])} (healthy {healthy:.3f}, needs "
+                    ">= "
                     f"{0.5 * healthy:.3f}), erank {fmt(s['erank'], 1)}, probe {fmt(s['probe'])}"
                     + (
                         f"; with stop-grad on F(xbar): std {fmt(sg['std'])}, probe {fmt(sg['probe'])}"
@@ -691,7 +711,10 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 CLAIMS["mean_view_features"],
                 ARTICLE + " (untested proposal)",
                 holds=True if (better or worse) else None,
-                evidence=f"probe with F(x) {fmt(fx)} vs F(xbar) {fmt(fb)} (both mean-view variants pooled): {which}",
+                evidence=(
+                    f"probe with F(x) {fmt(fx)} vs F(xbar) {fmt(fb)} (both mean-view variants pooled): "
+                    f"{which}"
+                ),
                 measured={"probe_x": mean_std(fx)[0], "probe_xbar": mean_std(fb)[0]},
             )
         )
@@ -705,12 +728,16 @@ def _plots(
 ) -> list[str]:
     healthy = 1 / math.sqrt(cfg.dim)
     fig, ax = new_figure(3, 1)
+
+    def mean(rs: list[dict[str, Any]], key: str) -> list[float]:
+        n = len(rs[0]["history"])
+        return [sum(r["history"][i][key] for r in rs) / len(rs) for i in range(n)]
+
     for v, rs in runs.items():
         ep = [h["epoch"] for h in rs[0]["history"]]
-        mean = lambda key: [sum(r["history"][i][key] for r in rs) / len(rs) for i in range(len(ep))]  # noqa: E731
-        ax[0, 0].plot(ep, mean("loss"), marker=".", label=v)
-        ax[0, 1].plot(ep, mean("std"), marker=".", label=v)
-        ax[0, 2].plot(ep, mean("test_erank"), marker=".", label=v)
+        ax[0, 0].plot(ep, mean(rs, "loss"), marker=".", label=v)
+        ax[0, 1].plot(ep, mean(rs, "std"), marker=".", label=v)
+        ax[0, 2].plot(ep, mean(rs, "test_erank"), marker=".", label=v)
     ax[0, 0].set(xlabel="epoch", ylabel="train loss", title="loss (SimSiam in [-1,1], BYOL in [0,8])")
     ax[0, 1].axhline(healthy, color="grey", ls="--", lw=0.8, label="1/sqrt(d)")
     ax[0, 1].set(xlabel="epoch", ylabel="std of z/||z|| (training outputs)", title="collapse monitor")
@@ -744,18 +771,20 @@ def _plots(
     ax[0, 0].legend()
     names.append(save_figure(fig, out_dir, "simsiam_accuracy"))
 
+    def smooth(xs: list[float], k: int) -> list[float]:
+        return [sum(xs[i : i + k]) / len(xs[i : i + k]) for i in range(0, len(xs), k)]
+
     dyn = [v for v in ("baseline", "pred_lr_x0.1", "pred_lr_x10") if v in runs]
     if dyn:
         fig, ax = new_figure(2, 1)
         for v in dyn:
             t = runs[v][0]["trace"]
             k = max(len(t["enc_rel_grad"]) // 50, 1)
-            smooth = lambda xs: [sum(xs[i : i + k]) / len(xs[i : i + k]) for i in range(0, len(xs), k)]  # noqa: E731
             if t["pred_rel_grad"]:
-                ax[0, 0].plot(smooth(t["pred_rel_grad"]), label=f"{v}: predictor")
-            ax[0, 0].plot(smooth(t["enc_rel_grad"]), ls="--", label=f"{v}: encoder")
+                ax[0, 0].plot(smooth(t["pred_rel_grad"], k), label=f"{v}: predictor")
+            ax[0, 0].plot(smooth(t["enc_rel_grad"], k), ls="--", label=f"{v}: encoder")
             if t["dldp"]:
-                ax[0, 1].plot(smooth(t["dldp"]), label=v)
+                ax[0, 1].plot(smooth(t["dldp"], k), label=v)
         ax[0, 0].set(
             xlabel=f"step / {k}", ylabel="||grad|| / ||param||", yscale="log", title="relative gradient norms"
         )
