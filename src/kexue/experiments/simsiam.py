@@ -163,7 +163,17 @@ class Config:
 
 PRESETS = {
     "smoke": Config(
-        seeds=1, n_train=256, n_test=200, epochs=2, batch_size=64, probe_epochs=20, expansion_images=32
+        seeds=1,
+        aux_seeds=1,
+        n_train=256,
+        n_test=200,
+        epochs=3,
+        batch_size=64,
+        probe_epochs=10,
+        ode_t=100.0,
+        expansion_images=32,
+        expansion_repeats=2,
+        variants=("baseline", "no_stop_grad", "byol", "mean_view"),
     ),
     "quick": Config(),
     "full": Config(
