@@ -10,16 +10,21 @@ from .contrastive import (
     info_nce,
     info_nce_from_logits,
 )
+from .cosine import NegativeCosineSimilarity, NormalizedMSELoss, negative_cosine_similarity, normalized_mse
 
 __all__ = [
     "FlatNCELoss",
     "InfoNCELoss",
+    "NegativeCosineSimilarity",
+    "NormalizedMSELoss",
     "TaiLrLoss",
     "flat_nce",
     "flat_nce_from_logits",
     "gather_with_grad",
     "info_nce",
     "info_nce_from_logits",
+    "negative_cosine_similarity",
+    "normalized_mse",
     "tailr_loss",
     "tailr_weight",
 ]

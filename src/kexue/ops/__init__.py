@@ -2,5 +2,12 @@
 
 from kexue.ops.topk import METHODS as TOPK_METHODS
 from kexue.ops.topk import SoftTopK, soft_topk
+from .collapse import effective_rank, normalized_std
 
-__all__ = ["TOPK_METHODS", "SoftTopK", "soft_topk"]
+__all__ = [
+    "SoftTopK",
+    "TOPK_METHODS",
+    "effective_rank",
+    "normalized_std",
+    "soft_topk",
+]
