@@ -1,4 +1,5 @@
-"""Tests for kexue.regularizers: the article's equivalences on tiny float64 models, error paths, stop-gradients."""
+"""Tests for kexue.regularizers: the article's equivalences on tiny float64 models, error paths,
+stop-gradients."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def test_smoothness_penalty_matches_reference(loss: str) -> None:
 
 @pytest.mark.parametrize("loss", ["mse", "kl"])
 def test_consistency_term_is_half_sigma2_weighted_gradient_penalty(loss: str) -> None:
-    """E[l(f(x+eps), f(x))] ~ 1/2 sigma^2 sum_i lambda_i ||grad f_i||^2 (only the Gauss-Newton term survives)."""
+    """E[l(f(x+eps), f(x))] ~ 1/2 sigma^2 sum_i lambda_i ||grad f_i||^2 (only the Gauss-Newton term
+    survives)."""
     model = mlp()
     x = torch.randn(1, 5, dtype=D64)
     sigma, n = 0.01, 40000
@@ -159,7 +161,8 @@ def test_fgm_gradient_equals_gradient_penalty_gradient(norm: str, form: str) -> 
         errs.append(float((fgm_pen - gp_pen).norm() / gp_pen.norm()))
     assert coss[-1] > 0.9999
     assert coss[0] <= coss[1] + 1e-9 <= coss[2] + 2e-9
-    assert errs[1] < errs[0] / 5 and errs[2] < errs[1] / 5
+    assert errs[1] < errs[0] / 5
+    assert errs[2] < errs[1] / 5
 
 
 @pytest.mark.parametrize(
@@ -279,7 +282,8 @@ def test_batchnorm_stats_unchanged_by_vat_and_dropout_restored() -> None:
         torch.testing.assert_close(v, before[k], msg=k)
     assert all(m.training for m in model.modules())
     with dropout_disabled(model):
-        assert not model[3].training and model[1].training
+        assert not model[3].training
+        assert model[1].training
     assert model[3].training
 
 

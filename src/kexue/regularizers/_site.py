@@ -1,13 +1,13 @@
 """Where a perturbation acts: the model input, a submodule's output (embedding, hidden layer) or the weights.
 
-Every regulariser in this package takes ``(model, inputs)`` and a ``site``. A site is resolved once per call into a
-forward pass that can replace the clean value ``v`` at that site by ``transform(v)``:
+Every regulariser in this package takes ``(model, inputs)`` and a ``site``. A site is resolved once per call
+into a forward pass that can replace the clean value ``v`` at that site by ``transform(v)``:
 
 * ``"input"``: ``v`` is ``inputs[0]``; the model is called as ``model(transform(v), *inputs[1:])``.
 * ``"embedding"``: ``v`` is the output of the model's token-embedding layer (``model.get_input_embeddings()``
-  when the model has it, else its only :class:`torch.nn.Embedding`), changed through a forward hook. The weight
-  matrix is never edited or looked up by name, so nothing has to be restored afterwards and any model whose
-  embedding is a submodule works (``inputs_embeds``-style perturbation without a second code path).
+  when the model has it, else its only :class:`torch.nn.Embedding`), changed through a forward hook. The
+  weight matrix is never edited or looked up by name, so nothing has to be restored afterwards and any model
+  whose embedding is a submodule works (``inputs_embeds``-style perturbation without a second code path).
 * a dotted submodule name or an :class:`torch.nn.Module` inside the model: ``v`` is that module's output
   (hidden activations).
 
@@ -36,8 +36,8 @@ __all__ = [
     "frozen_batchnorm_stats",
 ]
 
-Site = Union[Literal["input", "embedding"], str, nn.Module]
-Inputs = Union[Tensor, Sequence[Tensor]]
+Site = Union[Literal["input", "embedding"], str, nn.Module]  # noqa: UP007 (runtime alias, py3.10)
+Inputs = Union[Tensor, Sequence[Tensor]]  # noqa: UP007
 Transform = Callable[[Tensor, Tensor | None], Tensor]
 
 
@@ -89,7 +89,8 @@ def find_embedding(model: nn.Module) -> nn.Module:
         )
     names = ", ".join(n for n, _ in found)
     raise ValueError(
-        f"embedding layer ambiguous: {type(model).__name__} has {len(found)} nn.Embedding submodules ({names}); "
+        f"embedding layer ambiguous: {type(model).__name__} has {len(found)} nn.Embedding submodules "
+        f"({names}); "
         "pass the token embedding as site=<module> or site='<dotted name>'"
     )
 
@@ -134,7 +135,8 @@ def as_logits(out: Any, batch: int) -> Tensor:
         out = logits
     if out.dim() != 2 or out.shape[0] != batch or not out.is_floating_point():
         raise ValueError(
-            f"model output must be floating logits of shape (B={batch}, C), got {tuple(out.shape)} {out.dtype}"
+            f"model output must be floating logits of shape (B={batch}, C), "
+            f"got {tuple(out.shape)} {out.dtype}"
         )
     return out
 
@@ -209,11 +211,11 @@ def normalize(
 ) -> Tensor:
     """Unit-L2 direction(s): per sample (over all non-batch dims) or one norm for the whole tensor.
 
-    Per sample follows the official VAT code (``get_normalized_vector``): divide by the max-abs value first so the
-    squared norm cannot under/overflow. ``"global"`` on an embedding output with ``ids`` ties the direction across
-    equal tokens and normalises it over the embedding matrix ``(num_embeddings, D)``, the row space in which the
-    author's implementation perturbs: ``delta_W = scatter_add(d, ids)``, ``delta_W /= ||delta_W||``,
-    ``d = delta_W[ids]``.
+    Per sample follows the official VAT code (``get_normalized_vector``): divide by the max-abs value first so
+    the squared norm cannot under/overflow. ``"global"`` on an embedding output with ``ids`` ties the
+    direction across equal tokens and normalises it over the embedding matrix ``(num_embeddings, D)``, the row
+    space in which the author's implementation perturbs: ``delta_W = scatter_add(d, ids)``, ``delta_W /=
+    ||delta_W||``, ``d = delta_W[ids]``.
     """
     tiny = torch.finfo(d.dtype).tiny
     if scope == "per_sample":
@@ -242,10 +244,11 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
     """Run forward passes without changing any BatchNorm running statistics.
 
     Batch statistics are still used for normalisation in training mode (as ``update_batch_stats=False`` in the
-    official VAT code); only ``running_mean``, ``running_var`` and ``num_batches_tracked`` are restored on exit.
+    official VAT code); only ``running_mean``, ``running_var`` and ``num_batches_tracked`` are restored on
+    exit.
     """
-    # momentum = 0 makes the in-place update a no-op (running = 1 * running + 0 * batch); restoring the buffers
-    # by copy_ instead would bump their version and break the backward of the pass that saved them.
+    # momentum = 0 makes the in-place update a no-op (running = 1 * running + 0 * batch); restoring the
+    # buffers by copy_ instead would bump their version and break the backward of the pass that saved them.
     saved: list[tuple[_BatchNorm, float | None, Tensor | None]] = []
     for m in model.modules():
         if isinstance(m, _BatchNorm) and m.track_running_stats:
@@ -264,7 +267,8 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def dropout_disabled(model: nn.Module, disabled: bool = True) -> Iterator[None]:
-    """Put every dropout module of ``model`` in eval mode for the duration (no-op when ``disabled`` is False)."""
+    """Put every dropout module of ``model`` in eval mode for the duration (no-op when ``disabled`` is
+    False)."""
     changed = [m for m in model.modules() if isinstance(m, _DropoutNd) and m.training] if disabled else []
     for m in changed:
         m.eval()
@@ -279,12 +283,13 @@ _BROKEN = {"Error", "NotImplemented", "DelayedError"}
 
 
 def check_double_backward(grad: Tensor, what: str) -> None:
-    """Raise :class:`DoubleBackwardError` if ``grad``'s graph holds a node that cannot be differentiated again.
+    """Raise :class:`DoubleBackwardError` if ``grad``'s graph holds a node that cannot be differentiated
+    again.
 
     ``torch.autograd.grad(..., create_graph=True)`` succeeds through a fused kernel without a double-backward
-    formula (CPU flash attention) or a custom ``Function`` marked ``@once_differentiable``; the failure would only
-    surface, far from its cause, when the penalty is back-propagated. Those ops leave ``NotImplemented`` /
-    ``Error`` nodes in the graph of the gradient, which this walk finds.
+    formula (CPU flash attention) or a custom ``Function`` marked ``@once_differentiable``; the failure would
+    only surface, far from its cause, when the penalty is back-propagated. Those ops leave ``NotImplemented``
+    / ``Error`` nodes in the graph of the gradient, which this walk finds.
     """
     seen: set[Any] = set()
     stack = [grad.grad_fn]
@@ -295,7 +300,8 @@ def check_double_backward(grad: Tensor, what: str) -> None:
         seen.add(node)
         if type(node).__name__ in _BROKEN:
             raise DoubleBackwardError(
-                f"{what} needs double backward, but the model contains an op without a double-backward formula "
+                f"{what} needs double backward, but the model contains an op without a double-backward "
+                "formula "
                 f"(autograd node {type(node).__name__}: a fused kernel or a @once_differentiable Function). "
                 "Use method='finite_difference', which needs first derivatives only."
             )
@@ -309,8 +315,8 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
 def linear_surrogate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> Tensor:
     """A zero-valued scalar whose gradient w.r.t. each parameter is the given (detached) gradient.
 
-    Lets a loss function compute the clean gradient of the parameters and of the input in *one* backward pass and
-    still return a loss tensor for the caller's ``loss.backward()``.
+    Lets a loss function compute the clean gradient of the parameters and of the input in *one* backward pass
+    and still return a loss tensor for the caller's ``loss.backward()``.
     """
     total: Tensor | None = None
     for p, g in zip(params, grads):

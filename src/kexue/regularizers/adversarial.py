@@ -3,15 +3,15 @@
 Articles: https://kexue.fm/archives/7234 and https://kexue.fm/archives/7466 ("对抗训练"); FGM is Goodfellow et
 al. 2014 (arXiv 1412.6572) / Miyato et al. 2016 on embeddings, PGD is Madry et al. 2017 (arXiv 1706.06083).
 
-The perturbation is added at a site (input, embedding *output* through a hook, hidden module), never by editing a
-weight matrix, so there is no backup/restore step and a failed step leaves the model untouched. The clean
-parameter gradient and ``grad_x L`` come from one backward pass; the returned loss carries the clean parameter
-gradient through a zero-valued linear term, so ``loss.backward()`` costs one more forward/backward (FGM = two
-forward + two backward passes, like the hand-written snippet).
+The perturbation is added at a site (input, embedding *output* through a hook, hidden module), never by
+editing a weight matrix, so there is no backup/restore step and a failed step leaves the model untouched. The
+clean parameter gradient and ``grad_x L`` come from one backward pass; the returned loss carries the clean
+parameter gradient through a zero-valued linear term, so ``loss.backward()`` costs one more forward/backward
+(FGM = two forward + two backward passes, like the hand-written snippet).
 
-GradScaler: pass ``scaler`` and the inner gradient is taken on the scaled loss and unscaled, so float16 gradients
-do not underflow; a non-finite inner gradient gives a zero perturbation and leaves the non-finite clean gradient
-in place, so ``scaler.step`` skips the step exactly as it would without the regulariser.
+GradScaler: pass ``scaler`` and the inner gradient is taken on the scaled loss and unscaled, so float16
+gradients do not underflow; a non-finite inner gradient gives a zero perturbation and leaves the non-finite
+clean gradient in place, so ``scaler.step`` skips the step exactly as it would without the regulariser.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def fgm_loss(
         target: labels for ``loss_fn``.
         eps: step size / radius (> 0).
         site: ``"input"``, ``"embedding"`` (embedding output, hooked) or a hidden module.
-        norm: ``"l2"`` (normalised gradient), ``"linf"``/``"sign"`` (FGSM sign step), ``"none"`` (raw gradient).
+        norm: ``"l2"`` (normalised gradient), ``"linf"``/``"sign"`` (FGSM sign step), ``"none"`` (raw
+        gradient).
         scope: l2 normalisation per sample or over the whole tensor (over the embedding matrix for an
             embedding site, tying equal tokens).
         loss_fn: ``loss_fn(logits, target) -> scalar``; default mean cross entropy.
@@ -163,11 +164,12 @@ def pgd_loss(
     scaler: Any = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """PGD: ``steps`` ascent steps of size ``alpha``, each projected onto the ``eps`` ball, then ``L(x + delta)``.
+    """PGD: ``steps`` ascent steps of size ``alpha``, each projected onto the ``eps`` ball, then ``L(x +
+    delta)``.
 
-    Article: https://kexue.fm/archives/7234 (PGD as the multi-step FGM); Madry et al. 2017. The first step reuses
-    the clean gradient (computed together with the clean parameter gradient); each further step is one forward and
-    one input-only backward.
+    Article: https://kexue.fm/archives/7234 (PGD as the multi-step FGM); Madry et al. 2017. The first step
+    reuses the clean gradient (computed together with the clean parameter gradient); each further step is one
+    forward and one input-only backward.
 
     Args:
         model: returns logits ``(B, C)``.
@@ -177,7 +179,8 @@ def pgd_loss(
         alpha: step size, default ``eps / 4`` (torchattacks' 2/255 for 8/255), or ``eps`` when ``steps == 1``.
         steps: ascent steps (>= 1).
         site: where ``delta`` is added.
-        norm: ``"linf"``/``"sign"`` (sign steps, box projection), ``"l2"`` (normalised steps, ball projection) or
+        norm: ``"linf"``/``"sign"`` (sign steps, box projection), ``"l2"`` (normalised steps, ball projection)
+        or
             ``"none"`` (raw gradient steps, no projection).
         scope: l2 normalisation and projection per sample or for the whole tensor.
         random_start: start from a uniform point in the linf box (or a random point on the l2 sphere).
@@ -226,7 +229,11 @@ def pgd_loss(
     for k in range(steps):
         if k > 0:
             d = delta.clone().requires_grad_(True)
-            adv_k = lf(fwd(lambda val, _ids: val.detach() + d), target)
+
+            def shifted(val: Tensor, _ids: Tensor | None, d: Tensor = d) -> Tensor:
+                return val.detach() + d
+
+            adv_k = lf(fwd(shifted), target)
             s = _scale(scaler)
             g = torch.autograd.grad(adv_k * s, d)[0].detach() / s
         if not torch.isfinite(g).all():

@@ -2,7 +2,8 @@
 
 Article: https://kexue.fm/archives/7466 ("梯度惩罚") and https://kexue.fm/archives/7234.
 
-* :func:`smoothness_penalty` is :math:`P(x)=\\sum_i\\lambda_i(x)\\|\\nabla_x f_i(x)\\|^2`, the Gauss-Newton term
+* :func:`smoothness_penalty` is :math:`P(x)=\\sum_i\\lambda_i(x)\\|\\nabla_x f_i(x)\\|^2`, the Gauss-Newton
+term
   that survives in the consistency loss: :math:`\\mathbb E_\\varepsilon[l(f(x+\\varepsilon),f(x))]\\approx
   \\tfrac12\\sigma^2 P(x)`, with :math:`\\lambda_i=2` for MSE on the outputs and :math:`\\lambda_i=1/p_i` on
   the probabilities for KL. ``estimator="exact"`` takes one gradient per output; ``"rademacher"`` the unbiased
@@ -12,9 +13,10 @@ Article: https://kexue.fm/archives/7466 ("梯度惩罚") and https://kexue.fm/ar
   first-order equivalent of FGM with step :math:`\\epsilon\\nabla_xL`) or :math:`L+\\epsilon\\|\\nabla_xL\\|`
   (``form="norm"``, FGM with the normalised step; Ross & Doshi-Velez 2017). ``method="double_backward"``
   differentiates the penalty exactly (``create_graph=True``); ``method="finite_difference"`` needs first
-  derivatives only, for models whose ops lack a double-backward formula (fused kernels): the parameter gradient
-  of :math:`c\\,\\nabla_xL\\cdot u` (``u`` and ``c`` detached) is :math:`c[\\nabla_\\theta L(x+hu)-\\nabla_\\theta
-  L(x)]/h+O(h)`.
+  derivatives only, for models whose ops lack a double-backward formula (fused kernels): the parameter
+  gradient
+  of :math:`c\\,\\nabla_xL\\cdot u` (``u`` and ``c`` detached) is :math:`c[\\nabla_\\theta
+  L(x+hu)-\\nabla_\\theta L(x)]/h+O(h)`.
 """
 
 from __future__ import annotations
@@ -72,10 +74,10 @@ def smoothness_penalty(
 ) -> Tensor:
     """The lambda-weighted gradient penalty :math:`\\sum_i\\lambda_i\\|\\nabla_x f_i\\|^2` per sample.
 
-    Article: https://kexue.fm/archives/7466, eqs. for the MSE (lambda = 2) and KL (lambda_i = 1/p_i) cases and the
-    sampling estimate. lambda is detached (``.detach()`` on the probabilities), as the Gauss-Newton weights are
-    evaluated at the clean point. Per-sample gradients are taken through the batch sum, so the model must treat
-    samples independently (no BatchNorm in training mode).
+    Article: https://kexue.fm/archives/7466, eqs. for the MSE (lambda = 2) and KL (lambda_i = 1/p_i) cases and
+    the sampling estimate. lambda is detached (``.detach()`` on the probabilities), as the Gauss-Newton
+    weights are evaluated at the clean point. Per-sample gradients are taken through the batch sum, so the
+    model must treat samples independently (no BatchNorm in training mode).
 
     Args:
         model: returns logits ``(B, C)``; ``f`` is the logits for MSE, ``softmax(logits)`` for KL.
@@ -85,7 +87,8 @@ def smoothness_penalty(
         estimator: ``"exact"`` (C gradients) or ``"rademacher"`` (``n_samples`` gradients).
         n_samples: Rademacher draws averaged.
         create_graph: keep the graph so the penalty can be trained on (double backward).
-        check: with ``create_graph``, raise :class:`DoubleBackwardError` if an op cannot be differentiated twice.
+        check: with ``create_graph``, raise :class:`DoubleBackwardError` if an op cannot be differentiated
+        twice.
         reduction: over the batch.
         generator: RNG for the Rademacher signs.
 
@@ -168,9 +171,9 @@ def gradient_penalty_loss(
 ) -> Tensor:
     """``L + 0.5 * eps * ||grad_x L||^2`` (or ``L + eps * ||grad_x L||``), the gradient penalty equal to FGM.
 
-    Article: https://kexue.fm/archives/7234 (FGM with step ``eps * grad_x L`` has, to first order, the parameter
-    gradient of ``L + 0.5 eps ||grad_x L||^2``), used in https://kexue.fm/archives/7466; the author's
-    embedding-level example uses ``eps = 1`` on the whole embedding gradient (``scope="global"``).
+    Article: https://kexue.fm/archives/7234 (FGM with step ``eps * grad_x L`` has, to first order, the
+    parameter gradient of ``L + 0.5 eps ||grad_x L||^2``), used in https://kexue.fm/archives/7466; the
+    author's embedding-level example uses ``eps = 1`` on the whole embedding gradient (``scope="global"``).
 
     Args:
         model: returns logits ``(B, C)``.
@@ -185,12 +188,13 @@ def gradient_penalty_loss(
             (first derivatives only; one extra forward/backward at ``x + h u``).
         fd_step: finite-difference step ``h`` relative to the mean per-sample norm of ``x``.
         loss_fn: ``loss_fn(logits, target) -> scalar``; default mean cross entropy.
-        check: for double backward, raise :class:`DoubleBackwardError` on ops that cannot be differentiated twice.
+        check: for double backward, raise :class:`DoubleBackwardError` on ops that cannot be differentiated
+        twice.
 
     Returns:
-        Scalar ``L + penalty``. With ``method="finite_difference"`` its value is exactly ``L + penalty`` and its
-        parameter gradient the finite-difference estimate; the clean parameter gradient is computed in the same
-        backward pass as ``grad_x L`` and carried by a zero-valued linear term.
+        Scalar ``L + penalty``. With ``method="finite_difference"`` its value is exactly ``L + penalty`` and
+        its parameter gradient the finite-difference estimate; the clean parameter gradient is computed in the
+        same backward pass as ``grad_x L`` and carried by a zero-valued linear term.
 
     Raises:
         DoubleBackwardError: double backward is impossible through the model; the message names

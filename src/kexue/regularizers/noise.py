@@ -1,10 +1,12 @@
-"""Training with noise: additive or multiplicative noise on inputs, hidden activations or weights; label noise.
+"""Training with noise: additive or multiplicative noise on inputs, hidden activations or weights; label
+noise.
 
 Article: https://kexue.fm/archives/7466 section "随机噪声" (eq. for :math:`L_\\varepsilon`), and the k-sample
-estimate :math:`\\tilde l(x,y)\\approx\\frac1k\\sum_i l(f(x+\\varepsilon_i),y)`. To second order, zero-mean input
-noise of variance :math:`\\sigma^2` adds :math:`\\tfrac12\\sigma^2\\Delta_x l` (Bishop 1995). Replacing the label
-by the clean prediction gives the consistency term :math:`l(f(x+\\varepsilon), f(x))`, which needs no label (the
-semi-supervised recipe) and is, to second order, the lambda-weighted gradient penalty of
+estimate :math:`\\tilde l(x,y)\\approx\\frac1k\\sum_i l(f(x+\\varepsilon_i),y)`. To second order, zero-mean
+input
+noise of variance :math:`\\sigma^2` adds :math:`\\tfrac12\\sigma^2\\Delta_x l` (Bishop 1995). Replacing the
+label by the clean prediction gives the consistency term :math:`l(f(x+\\varepsilon), f(x))`, which needs no
+label (the semi-supervised recipe) and is, to second order, the lambda-weighted gradient penalty of
 :mod:`kexue.regularizers.gradient_penalty`. Label noise is label smoothing (``label_smoothing``).
 """
 
@@ -42,12 +44,13 @@ def perturb(
     distribution: Distribution = "gaussian",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """``value`` plus (additive) or times (multiplicative) zero-mean / unit-mean noise of standard deviation sigma.
+    """``value`` plus (additive) or times (multiplicative) zero-mean / unit-mean noise of standard deviation
+    sigma.
 
     Additive: ``value + sigma * e`` with ``e`` standard Gaussian or uniform on ``[-sqrt(3), sqrt(3)]``.
-    Multiplicative (dropout-like): ``value * m`` with ``E[m] = 1``, ``Std[m] = sigma``: Gaussian ``1 + sigma * e``,
-    uniform, or Bernoulli keep-mask scaled by ``1 / (1 - p)`` with drop rate ``p = sigma^2 / (1 + sigma^2)`` (so
-    ``sigma = 1`` is dropout with ``p = 0.5``).
+    Multiplicative (dropout-like): ``value * m`` with ``E[m] = 1``, ``Std[m] = sigma``: Gaussian ``1 + sigma *
+    e``, uniform, or Bernoulli keep-mask scaled by ``1 / (1 - p)`` with drop rate ``p = sigma^2 / (1 +
+    sigma^2)`` (so ``sigma = 1`` is dropout with ``p = 0.5``).
 
     Args:
         value: any shape.

@@ -1,9 +1,10 @@
 """Virtual adversarial training (VAT): noise whose direction is found by power iteration.
 
-Article: https://kexue.fm/archives/7466 ("虚拟对抗训练"); paper: Miyato et al. 2017, arXiv 1704.03976; official
-code ``takerum/vat_tf`` (``vat.py``). The smoothing loss :math:`l(f(x+\\varepsilon), f_{ng}(x))` has zero value and
-zero gradient at :math:`\\varepsilon=0`, so to second order it is :math:`\\tfrac12\\varepsilon^\\top\\mathcal H
-\\varepsilon` with :math:`\\mathcal H=J^\\top\\Lambda J` (Gauss-Newton). The worst direction is the top
+Article: https://kexue.fm/archives/7466 ("虚拟对抗训练"); paper: Miyato et al. 2017, arXiv 1704.03976;
+official code ``takerum/vat_tf`` (``vat.py``). The smoothing loss :math:`l(f(x+\\varepsilon), f_{ng}(x))` has
+zero value and zero gradient at :math:`\\varepsilon=0`, so to second order it is
+:math:`\\tfrac12\\varepsilon^\\top\\mathcal H\\varepsilon` with :math:`\\mathcal H=J^\\top\\Lambda J`
+(Gauss-Newton). The worst direction is the top
 eigenvector of :math:`\\mathcal H`, found by power iteration with the finite-difference product
 :math:`\\mathcal Hu\\approx\\nabla_u\\,l(f(x+\\xi u), f_{ng}(x))/\\xi`::
 
@@ -20,14 +21,15 @@ Design points (each a documented choice):
   pass.
 * No VAT forward pass (clean target, probes, final perturbed pass) changes BatchNorm running statistics
   (``update_batch_stats=False`` in the official code); batch statistics are still used in training mode.
-* ``probe_dropout=False`` (default) runs the clean-target and probe passes with dropout off and the final pass in
+* ``probe_dropout=False`` (default) runs the clean-target and probe passes with dropout off and the final pass
+in
   the model's own mode, as the author's Keras implementation does (its ``K.function`` probes run in inference
   phase); ``True`` keeps dropout on throughout.
 * ``scope="per_sample"`` normalises each example's direction (paper; defaults ``xi=1e-6``, ``n_power=1``, and
-  ``eps`` per data set: 8.0 is the official code's flag default). ``scope="global"`` is the author's variant: one
-  norm for the whole perturbation; on an embedding site the direction lives in the embedding matrix (equal tokens
-  share it, as when the matrix itself is perturbed), with ``xi=10``, ``eps=1`` (:meth:`VAT.author`). The two
-  scopes are different regularisers with different units of ``eps``/``xi``; never mix their defaults.
+  ``eps`` per data set: 8.0 is the official code's flag default). ``scope="global"`` is the author's variant:
+  one norm for the whole perturbation; on an embedding site the direction lives in the embedding matrix (equal
+  tokens share it, as when the matrix itself is perturbed), with ``xi=10``, ``eps=1`` (:meth:`VAT.author`).
+  The two scopes are different regularisers with different units of ``eps``/``xi``; never mix their defaults.
 """
 
 from __future__ import annotations
@@ -81,14 +83,17 @@ def _direction(
     for _ in range(n_power):
         holder: list[Tensor] = []
 
-        def probe(v: Tensor, _ids: Tensor | None, d: Tensor | None = d) -> Tensor:
+        def probe(
+            v: Tensor, _ids: Tensor | None, d: Tensor | None = d, holder: list[Tensor] = holder
+        ) -> Tensor:
             base = d if d is not None else _random_direction(v.detach(), scope, fwd, generator)
             leaf = base.clone().requires_grad_(True)
             holder.append(leaf)
             return v.detach() + xi * leaf  # probe at x + xi * u; only u receives gradient
 
         logits = fwd(probe)
-        # KL summed over the batch: the scale is irrelevant after normalisation and the sum avoids tiny values.
+        # KL summed over the batch: the scale is irrelevant after normalisation and the sum avoids tiny
+        # values.
         kl = consistency_divergence(logits, target, loss="kl", reduction="sum")
         (grad,) = torch.autograd.grad(kl, holder[0])
         d = normalize(grad.detach(), scope, ids=fwd.ids, num_embeddings=fwd.num_embeddings)  # ~ H u / ||H u||
@@ -109,7 +114,8 @@ def vat_direction(
 ) -> Tensor:
     """The unit adversarial direction VAT uses (``n_power`` finite-difference power iterations).
 
-    Article: https://kexue.fm/archives/7466 (power iteration on the Gauss-Newton matrix ``H = J^T diag(1/p) J``).
+    Article: https://kexue.fm/archives/7466 (power iteration on the Gauss-Newton matrix ``H = J^T diag(1/p)
+    J``).
 
     Args:
         model: returns logits ``(B, C)``.
@@ -164,8 +170,8 @@ def vat_loss(
     """VAT loss ``KL(p_clean.detach() || p(x + eps * d))`` with ``d`` from :func:`vat_direction`.
 
     Article: https://kexue.fm/archives/7466; Miyato et al. 2017 (official defaults ``xi=1e-6``, ``n_power=1``;
-    ``eps`` is set per data set, 8.0 is the official code's default flag). Labels are not used, so the loss runs
-    on unlabelled data.
+    ``eps`` is set per data set, 8.0 is the official code's default flag). Labels are not used, so the loss
+    runs on unlabelled data.
 
     Args:
         model: returns logits ``(B, C)``.
@@ -220,8 +226,8 @@ def conditional_entropy(logits: Tensor, *, reduction: Literal["mean", "sum", "no
         reduction: over the batch.
 
     Example:
-        >>> round(float(conditional_entropy(torch.zeros(2, 4))), 4) == round(float(torch.log(torch.tensor(4.0))), 4)
-        True
+        >>> round(float(conditional_entropy(torch.zeros(2, 4))), 4) ==
+        round(float(torch.log(torch.tensor(4.0))), 4) True
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, C), got {tuple(logits.shape)}")
@@ -266,7 +272,8 @@ class VAT(nn.Module):
 
     @classmethod
     def author(cls, *, eps: float = 1.0, xi: float = 10.0, site: Site = "embedding") -> VAT:
-        """The author's Keras variant: whole-embedding-matrix normalisation, ``xi=10``, ``eps=1``, one iteration."""
+        """The author's Keras variant: whole-embedding-matrix normalisation, ``xi=10``, ``eps=1``, one
+        iteration."""
         return cls(eps=eps, xi=xi, n_power=1, site=site, scope="global")
 
     def forward(self, model: nn.Module, inputs: Inputs, clean_logits: Tensor | None = None) -> Tensor:
