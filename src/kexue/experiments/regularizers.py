@@ -427,9 +427,9 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
     exact_g = _flat_grad(gradient_penalty_loss(model, xb, yb, eps=1.0), model)
     steps = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
     fd_err = []
-    for h in steps:
+    for fd_h in steps:
         fd = _flat_grad(
-            gradient_penalty_loss(model, xb, yb, eps=1.0, method="finite_difference", fd_step=h), model
+            gradient_penalty_loss(model, xb, yb, eps=1.0, method="finite_difference", fd_step=fd_h), model
         )
         fd_err.append(float((fd - exact_g).norm() / exact_g.norm()))
     m["finite_difference"] = {"fd_step": steps, "relative_error": fd_err}
