@@ -391,19 +391,23 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
     # xi sensitivity in float32 on real MNIST: direction vs the float64 direction.
     x_m, _ = load_mnist("test", limit=16)
     mlp = _mnist_mlp((64,))
+    # Ten iterations make the direction (nearly) independent of the random start, so the cosine measures only
+    # the float32 rounding of the probe at radius xi (the float64 reference uses xi = 1e-6).
     ref = vat_direction(
-        mlp.double(), x_m.double(), xi=1e-6, n_power=1, generator=torch.Generator().manual_seed(0)
+        mlp.double(), x_m.double(), xi=1e-6, n_power=10, generator=torch.Generator().manual_seed(0)
     )
     mlp = mlp.float()
     xis = [1e-9, 1e-7, 1e-6, 1e-4, 1e-2, 1.0, 10.0]
     xi_cos = []
     for xi in xis:
-        d32 = vat_direction(mlp, x_m, xi=xi, n_power=1, generator=torch.Generator().manual_seed(0))
+        d32 = vat_direction(mlp, x_m, xi=xi, n_power=10, generator=torch.Generator().manual_seed(0))
         xi_cos.append(float(F.cosine_similarity(d32.flatten(1).double(), ref.flatten(1), dim=1).abs().mean()))
     ax[1, 1].set(xlabel="power iterations r", title="power iteration (float64)")
     ax[1, 1].legend()
     ax[1, 2].semilogx(xis, xi_cos, "o-")
-    ax[1, 2].set(xlabel="xi", ylabel="|cos| with float64 xi=1e-6", title="float32 probe radius (MNIST MLP)")
+    ax[1, 2].set(
+        xlabel="xi", ylabel="|cos| with float64 xi=1e-6", title="float32 probe radius (MNIST MLP, r=10)"
+    )
     m["power_iteration"] = {
         "r": rs,
         "cosine": mean_cos,
