@@ -224,12 +224,15 @@ def normalize(
         flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(tiny)
         return flat.reshape(d.shape)
     if ids is not None and num_embeddings is not None:
+        # Only the rows of tokens present in the batch are non-zero, so the matrix norm is computed on those
+        # rows alone: (U, D) instead of (num_embeddings, D).
         dim = d.shape[-1]
-        rows = torch.zeros(num_embeddings, dim, dtype=d.dtype, device=d.device)
-        rows.index_add_(0, ids.reshape(-1), d.reshape(-1, dim))  # (V, D): gradient w.r.t. the matrix
+        uniq, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
+        rows = torch.zeros(uniq.numel(), dim, dtype=d.dtype, device=d.device)
+        rows.index_add_(0, inverse, d.reshape(-1, dim))  # (U, D): gradient w.r.t. the used matrix rows
         rows = rows / rows.abs().max().clamp_min(tiny)
         rows = rows / rows.norm().clamp_min(tiny)
-        return rows[ids]  # (..., D) gathered back to the embedding output
+        return rows[inverse].reshape(d.shape)  # gathered back to the embedding output
     d = d / d.abs().max().clamp_min(tiny)
     return d / d.norm().clamp_min(tiny)
 
@@ -312,18 +315,33 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def linear_surrogate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> Tensor:
-    """A zero-valued scalar whose gradient w.r.t. each parameter is the given (detached) gradient.
+class _GradientCarrier(torch.autograd.Function):
+    """Zero-valued scalar whose backward hands ``coef * grads[i]`` to ``params[i]`` (no dense products)."""
 
-    Lets a loss function compute the clean gradient of the parameters and of the input in *one* backward pass
-    and still return a loss tensor for the caller's ``loss.backward()``.
+    @staticmethod
+    def forward(ctx: Any, coef: Tensor, grads: tuple[Tensor, ...], *params: Tensor) -> Tensor:
+        ctx.coef, ctx.grads = coef, grads
+        return torch.zeros((), dtype=params[0].dtype, device=params[0].device)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        scale = grad_out * ctx.coef
+        return (None, None, *(g * scale.to(g.dtype) for g in ctx.grads))
+
+
+def linear_surrogate(
+    params: Sequence[Tensor], grads: Sequence[Tensor | None], coef: Tensor | float = 1.0
+) -> Tensor:
+    """A zero-valued scalar whose gradient w.r.t. each parameter is ``coef`` times the given (detached) gradient.
+
+    Lets a loss function compute the clean gradient of the parameters and of the input in *one* backward pass and
+    still return a loss tensor for the caller's ``loss.backward()`` (the gradient is handed over as is, scaled by
+    the incoming gradient, e.g. a GradScaler's scale).
     """
-    total: Tensor | None = None
-    for p, g in zip(params, grads):
-        if g is None:
-            continue
-        term = (p * g.detach()).sum()
-        total = term if total is None else total + term
-    if total is None:
+    pairs = [(p, g.detach()) for p, g in zip(params, grads) if g is not None]
+    if not pairs:
         return torch.zeros(())
-    return total - total.detach()
+    ps, gs = zip(*pairs)
+    c = torch.as_tensor(coef, dtype=gs[0].dtype, device=gs[0].device).detach()
+    out: Tensor = _GradientCarrier.apply(c, tuple(gs), *ps)
+    return out

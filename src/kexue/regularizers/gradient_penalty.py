@@ -226,8 +226,9 @@ def gradient_penalty_loss(
             pen = 0.5 * eps * g.pow(2).sum()
         elif scope == "global":
             if fwd.ids is not None and fwd.num_embeddings is not None:
-                rows = torch.zeros(fwd.num_embeddings, g.shape[-1], dtype=g.dtype, device=g.device)
-                rows = rows.index_add(0, fwd.ids.reshape(-1), g.reshape(-1, g.shape[-1]))
+                _, inverse = torch.unique(fwd.ids.reshape(-1), return_inverse=True)
+                rows = torch.zeros(int(inverse.max()) + 1, g.shape[-1], dtype=g.dtype, device=g.device)
+                rows = rows.index_add(0, inverse, g.reshape(-1, g.shape[-1]))  # gradient w.r.t. used rows
                 pen = eps * rows.norm()
             else:
                 pen = eps * g.norm()
@@ -248,7 +249,7 @@ def gradient_penalty_loss(
     # d/dtheta [c/h * (L(x+hu) - L(x))]: the L(x) part is the (detached) clean gradient, folded into the
     # linear surrogate with weight (1 - c/h) so the clean graph needs no second backward.
     ch = (c / h).detach()
-    surrogate = linear_surrogate(params, [None if gp is None else (1 - ch) * gp for gp in grads[1:]])
+    surrogate = linear_surrogate(params, list(grads[1:]), 1 - ch)
     fd_part = ch * loss_h
     return loss.detach() + value.detach() + surrogate + (fd_part - fd_part.detach())
 
