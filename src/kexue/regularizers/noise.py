@@ -1,0 +1,351 @@
+"""Training with noise: additive or multiplicative noise on inputs, hidden activations or weights; label
+noise.
+
+Article: https://kexue.fm/archives/7466 section "随机噪声" (eq. for :math:`L_\\varepsilon`), and the k-sample
+estimate :math:`\\tilde l(x,y)\\approx\\frac1k\\sum_i l(f(x+\\varepsilon_i),y)`. To second order, zero-mean
+input
+noise of variance :math:`\\sigma^2` adds :math:`\\tfrac12\\sigma^2\\Delta_x l` (Bishop 1995). Replacing the
+label by the clean prediction gives the consistency term :math:`l(f(x+\\varepsilon), f(x))`, which needs no
+label (the semi-supervised recipe) and is, to second order, the lambda-weighted gradient penalty of
+:mod:`kexue.regularizers.gradient_penalty`. Label noise is label smoothing (``label_smoothing``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ._site import Forward, Inputs, Site, as_logits, as_tuple, check_choice, dropout_disabled
+
+__all__ = [
+    "NoiseConsistencyLoss",
+    "NoisyLoss",
+    "consistency_divergence",
+    "noise_consistency_loss",
+    "noisy_loss",
+    "perturb",
+]
+
+Kind = Literal["additive", "multiplicative"]
+Distribution = Literal["gaussian", "uniform", "bernoulli"]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def perturb(
+    value: Tensor,
+    *,
+    sigma: float,
+    kind: Kind = "additive",
+    distribution: Distribution = "gaussian",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``value`` plus (additive) or times (multiplicative) zero-mean / unit-mean noise of standard deviation
+    sigma.
+
+    Additive: ``value + sigma * e`` with ``e`` standard Gaussian or uniform on ``[-sqrt(3), sqrt(3)]``.
+    Multiplicative (dropout-like): ``value * m`` with ``E[m] = 1``, ``Std[m] = sigma``: Gaussian ``1 + sigma *
+    e``, uniform, or Bernoulli keep-mask scaled by ``1 / (1 - p)`` with drop rate ``p = sigma^2 / (1 +
+    sigma^2)`` (so ``sigma = 1`` is dropout with ``p = 0.5``).
+
+    Args:
+        value: any shape.
+        sigma: noise standard deviation, >= 0.
+        kind: ``"additive"`` or ``"multiplicative"``.
+        distribution: ``"gaussian"``, ``"uniform"`` or (multiplicative only) ``"bernoulli"``.
+        generator: optional RNG.
+
+    Returns:
+        Tensor of ``value``'s shape and dtype.
+
+    Example:
+        >>> perturb(torch.zeros(2, 3), sigma=0.0).abs().sum().item()
+        0.0
+    """
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma!r}")
+    check_choice("kind", kind, ("additive", "multiplicative"))
+    check_choice("distribution", distribution, ("gaussian", "uniform", "bernoulli"))
+    if sigma == 0:
+        return value
+    shape, dt, dev = value.shape, value.dtype, value.device
+    if distribution == "gaussian":
+        e = torch.randn(shape, dtype=dt, device=dev, generator=generator)
+    elif distribution == "uniform":
+        e = (torch.rand(shape, dtype=dt, device=dev, generator=generator) * 2 - 1) * 3**0.5
+    else:
+        if kind == "additive":
+            raise ValueError(
+                "distribution='bernoulli' is multiplicative noise (dropout); use kind='multiplicative'"
+            )
+        p = sigma**2 / (1 + sigma**2)
+        keep = torch.rand(shape, dtype=dt, device=dev, generator=generator) >= p
+        return value * keep.to(dt) / (1 - p)
+    return value + sigma * e if kind == "additive" else value * (1 + sigma * e)
+
+
+def _weight_noise_logits(
+    model: nn.Module,
+    inputs: Inputs,
+    sigma: float,
+    kind: Kind,
+    distribution: Distribution,
+    gen: torch.Generator | None,
+) -> Tensor:
+    # The noise goes on a functional copy of the parameters, so the module itself is never edited (nothing to
+    # restore, and gradients flow to the clean weights through the perturbation).
+    xs = as_tuple(inputs)
+    params = {
+        n: perturb(p, sigma=sigma, kind=kind, distribution=distribution, generator=gen)
+        for n, p in model.named_parameters()
+    }
+    return as_logits(functional_call(model, params, xs), xs[0].shape[0])
+
+
+def _noisy_logits(
+    model: nn.Module,
+    inputs: Inputs,
+    site: Site | Literal["weights"],
+    sigma: float,
+    kind: Kind,
+    distribution: Distribution,
+    gen: torch.Generator | None,
+) -> Tensor:
+    if isinstance(site, str) and site == "weights":
+        return _weight_noise_logits(model, inputs, sigma, kind, distribution, gen)
+    fwd = Forward(model, inputs, site)
+    return fwd(lambda v, _ids: perturb(v, sigma=sigma, kind=kind, distribution=distribution, generator=gen))
+
+
+def _check_target(logits: Tensor, target: Tensor) -> None:
+    if target.shape[0] != logits.shape[0]:
+        raise ValueError(f"target has batch size {target.shape[0]}, logits {tuple(logits.shape)}")
+
+
+def noisy_loss(
+    model: nn.Module,
+    inputs: Inputs,
+    target: Tensor,
+    *,
+    sigma: float,
+    site: Site | Literal["weights"] = "input",
+    kind: Kind = "additive",
+    distribution: Distribution = "gaussian",
+    k: int = 1,
+    label_smoothing: float = 0.0,
+    loss_fn: LossFn | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The k-sample noisy loss :math:`\\frac1k\\sum_{i=1}^k l(f(x+\\varepsilon_i), y)`.
+
+    Article: https://kexue.fm/archives/7466 (training with noise, multi-sample estimate).
+
+    Args:
+        model: returns logits ``(B, C)``.
+        inputs: ``x`` or ``(x, *more)``; the model is called as ``model(*inputs)``.
+        target: class ids ``(B,)`` (or what ``loss_fn`` expects).
+        sigma: noise standard deviation (0 = no noise, e.g. label smoothing alone).
+        site: ``"input"``, ``"embedding"``, a submodule (hidden activations) or ``"weights"``.
+        kind: additive or multiplicative noise (see :func:`perturb`).
+        distribution: noise distribution.
+        k: number of noise samples averaged (costs k forward passes).
+        label_smoothing: label noise; passed to :func:`torch.nn.functional.cross_entropy`.
+        loss_fn: ``loss_fn(logits, target) -> scalar``; default cross entropy.
+        generator: optional RNG.
+
+    Returns:
+        Scalar loss.
+
+    Example:
+        >>> m = nn.Linear(4, 3)
+        >>> noisy_loss(m, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), sigma=0.1, k=2).shape
+        torch.Size([])
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if loss_fn is not None and label_smoothing:
+        raise ValueError("label_smoothing applies to the default cross entropy; fold it into loss_fn instead")
+    total: Tensor | None = None
+    for _ in range(k):
+        logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
+        _check_target(logits, target)
+        loss = (
+            loss_fn(logits, target)
+            if loss_fn
+            else F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        )
+        total = loss if total is None else total + loss
+    assert total is not None
+    return total / k
+
+
+def consistency_divergence(
+    logits: Tensor, clean_logits: Tensor, *, loss: Literal["kl", "mse"] = "kl", reduction: str = "mean"
+) -> Tensor:
+    """``l(F, f)`` between perturbed and clean outputs: ``KL(softmax(clean) || softmax(perturbed))`` or MSE.
+
+    The clean output is the *first* argument of the KL (the target), as in the article; MSE is
+    ``||F - f||^2`` summed over outputs (its Hessian is ``2 I``, i.e. lambda = 2). ``clean_logits`` is used as
+    given: detach it at the call site if it must not receive gradient.
+
+    Args:
+        logits: perturbed logits ``(B, C)``.
+        clean_logits: clean logits ``(B, C)``.
+        loss: ``"kl"`` or ``"mse"``.
+        reduction: ``"mean"`` over the batch, ``"sum"`` or ``"none"`` (``(B,)``).
+    """
+    if logits.shape != clean_logits.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and clean_logits {tuple(clean_logits.shape)} differ")
+    check_choice("loss", loss, ("kl", "mse"))
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
+    if loss == "kl":
+        logp = F.log_softmax(clean_logits, dim=-1)
+        per = (logp.exp() * (logp - F.log_softmax(logits, dim=-1))).sum(-1)
+    else:
+        per = (logits - clean_logits).pow(2).sum(-1)
+    return per.mean() if reduction == "mean" else per.sum() if reduction == "sum" else per
+
+
+def noise_consistency_loss(
+    model: nn.Module,
+    inputs: Inputs,
+    *,
+    sigma: float,
+    site: Site = "input",
+    loss: Literal["kl", "mse"] = "kl",
+    kind: Kind = "additive",
+    distribution: Distribution = "gaussian",
+    k: int = 1,
+    clean_logits: Tensor | None = None,
+    probe_dropout: bool = False,
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Label-free consistency term :math:`\\frac1k\\sum_i l(f(x+\\varepsilon_i), \\mathrm{sg}(f(x)))`.
+
+    Article: https://kexue.fm/archives/7466 ("换个目标"): to second order its expectation is
+    ``0.5 * sigma^2 * sum_i lambda_i ||grad_x f_i||^2`` (lambda = 2 for MSE, 1/p_i for KL), see
+    :func:`kexue.regularizers.smoothness_penalty`. The clean prediction is the target and is **detached**
+    (``.detach()`` below), as in VAT; this is VAT with zero power iterations and Gaussian instead of
+    fixed-radius noise.
+
+    Args:
+        model: returns logits ``(B, C)``.
+        inputs: ``x`` or ``(x, *more)``.
+        sigma: noise standard deviation (> 0).
+        site: where the noise goes.
+        loss: ``"kl"`` (``KL(clean || noisy)``) or ``"mse"`` on the logits.
+        kind: additive or multiplicative.
+        distribution: noise distribution.
+        k: noise samples averaged.
+        clean_logits: the clean logits if already computed (detached here); else one extra forward.
+        probe_dropout: keep dropout on for the clean-target forward (default off, the author's inference-mode
+            target).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        generator: optional RNG.
+
+    Returns:
+        Scalar (or ``(B,)`` for ``reduction="none"``).
+
+    Example:
+        >>> m = nn.Linear(4, 3)
+        >>> float(noise_consistency_loss(m, torch.randn(5, 4), sigma=0.1)) >= 0
+        True
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if clean_logits is None:
+        with torch.no_grad(), dropout_disabled(model, not probe_dropout):
+            clean_logits = Forward(model, inputs, site)()
+    target = clean_logits.detach()  # stop-gradient: the clean prediction is a constant target
+    total: Tensor | None = None
+    for _ in range(k):
+        logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
+        term = consistency_divergence(logits, target, loss=loss, reduction=reduction)
+        total = term if total is None else total + term
+    assert total is not None
+    return total / k
+
+
+class NoisyLoss(nn.Module):
+    """Module form of :func:`noisy_loss`: ``NoisyLoss(sigma=0.1)(model, x, y)``.
+
+    Example:
+        >>> crit = NoisyLoss(sigma=0.1, k=2)
+        >>> crit(nn.Linear(4, 3), torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        *,
+        sigma: float,
+        site: Site | Literal["weights"] = "input",
+        kind: Kind = "additive",
+        distribution: Distribution = "gaussian",
+        k: int = 1,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.sigma, self.site, self.kind, self.distribution = sigma, site, kind, distribution
+        self.k, self.label_smoothing = k, label_smoothing
+
+    def forward(self, model: nn.Module, inputs: Inputs, target: Tensor) -> Tensor:
+        return noisy_loss(
+            model,
+            inputs,
+            target,
+            sigma=self.sigma,
+            site=self.site,
+            kind=self.kind,
+            distribution=self.distribution,
+            k=self.k,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, site={self.site!r}, kind={self.kind}, k={self.k}"
+
+
+class NoiseConsistencyLoss(nn.Module):
+    """Module form of :func:`noise_consistency_loss`.
+
+    Example:
+        >>> float(NoiseConsistencyLoss(sigma=0.1)(nn.Linear(4, 3), torch.randn(5, 4))) >= 0
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        sigma: float,
+        site: Site = "input",
+        loss: Literal["kl", "mse"] = "kl",
+        k: int = 1,
+        probe_dropout: bool = False,
+    ) -> None:
+        super().__init__()
+        self.sigma, self.site, self.loss, self.k, self.probe_dropout = sigma, site, loss, k, probe_dropout
+
+    def forward(self, model: nn.Module, inputs: Inputs, clean_logits: Tensor | None = None) -> Tensor:
+        return noise_consistency_loss(
+            model,
+            inputs,
+            sigma=self.sigma,
+            site=self.site,
+            loss=self.loss,
+            k=self.k,
+            clean_logits=clean_logits,
+            probe_dropout=self.probe_dropout,
+        )
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, site={self.site!r}, loss={self.loss}, k={self.k}"
