@@ -1,1 +1,3 @@
 """losses layer."""
+
+from . import multitask
