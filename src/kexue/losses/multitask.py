@@ -46,6 +46,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -161,7 +162,10 @@ def _check_eps(eps: float) -> float:
 
 
 def _vector(values: Sequence[float] | Tensor, name: str, n: int | None, *, positive: bool) -> Tensor:
-    t = torch.as_tensor(values, dtype=torch.get_default_dtype()).detach().clone().reshape(-1)
+    if isinstance(values, Tensor) and values.is_floating_point():
+        t = values.detach().clone().reshape(-1)
+    else:
+        t = torch.as_tensor(values, dtype=torch.get_default_dtype()).reshape(-1)
     if n is not None and t.numel() != n:
         raise ValueError(f"{name} must have one entry per task ({n}), got {t.numel()}")
     if positive and not bool((t > 0).all()):
@@ -309,7 +313,14 @@ def power_mean(losses: Losses, *, gamma: float = 1.0) -> WeightedLoss:
     elif math.isinf(gamma):
         log_m = logL.max() if gamma > 0 else logL.min()
     else:
-        log_m = (torch.logsumexp(gamma * logL, dim=0) - math.log(n)) / gamma
+        centre = logL.mean()
+        d = logL - centre
+        if abs(gamma) * float(d.detach().abs().max()) < 1.0:
+            # small |gamma|: log mean exp(gamma d) = log1p(mean(expm1(gamma d))) avoids the cancellation of
+            # logsumexp - log n, which is catastrophic as gamma -> 0
+            log_m = centre + torch.log1p(torch.expm1(gamma * d).mean()) / gamma
+        else:
+            log_m = centre + (torch.logsumexp(gamma * d, dim=0) - math.log(n)) / gamma
     m = torch.exp(log_m)
     if math.isinf(gamma):
         w = torch.zeros_like(L.detach())
@@ -740,7 +751,8 @@ def min_norm_coefficients(gram: Tensor, *, max_iter: int = 250, tol: float = 1e-
     Part 2 (https://kexue.fm/archives/8896), Sener & Koltun 2018 (arXiv 1810.04650): two tasks use the closed
     form ``gamma = clip(<g2 - g1, g2> / ||g1 - g2||^2, 0, 1)`` (the foot of the triangle's altitude); more tasks use
     Frank-Wolfe from the uniform point, with ``tau = argmin_i <g_i, u>`` and the exact line search towards
-    ``g_tau`` (itself the two-task problem). Runs in float64 on the CPU (the Gram matrix is ``n x n``).
+    ``g_tau`` (itself the two-task problem), plus away steps (Lacoste-Julien & Jaggi 2015) so that it converges
+    linearly rather than at O(1/k). Runs in float64 on the CPU (the Gram matrix is ``n x n``).
 
     Args:
         gram: ``(n, n)`` Gram matrix of the task gradients.
@@ -758,26 +770,41 @@ def min_norm_coefficients(gram: Tensor, *, max_iter: int = 250, tol: float = 1e-
     """
     if gram.dim() != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 1:
         raise ValueError(f"gram must be a square (n, n) matrix, got shape {tuple(gram.shape)}")
-    M = gram.detach().double().cpu()
+    M = gram.detach().double().cpu().numpy()
     n = M.shape[0]
     if n == 1:
         return torch.ones(1, dtype=gram.dtype, device=gram.device)
     if n == 2:
         g = _two_task_gamma(float(M[0, 0]), float(M[0, 1]), float(M[1, 1]))
         return torch.tensor([g, 1.0 - g], dtype=gram.dtype, device=gram.device)
-    alpha = torch.full((n,), 1.0 / n, dtype=torch.float64)
-    scale = max(float(M.diagonal().max()), 1e-300)
+    alpha = np.full(n, 1.0 / n)
+    stop = tol * max(float(M.diagonal().max()), 1e-300)
     for _ in range(max_iter):
         Ma = M @ alpha
         uu = float(alpha @ Ma)
-        tau = int(torch.argmin(Ma))
-        if uu - float(Ma[tau]) <= tol * scale:
+        s = int(np.argmin(Ma))
+        if uu - float(Ma[s]) <= stop:  # Frank-Wolfe duality gap: <g_i, u> >= ||u||^2 - gap for every i
             break
-        # min over t in [0,1] of ||t u + (1-t) g_tau||^2: the two-task problem with (u, g_tau).
-        t = _two_task_gamma(uu, float(Ma[tau]), float(M[tau, tau]))
-        alpha = t * alpha
-        alpha[tau] += 1.0 - t
-    return alpha.to(dtype=gram.dtype, device=gram.device)
+        active = np.flatnonzero(alpha > 0)
+        v = int(active[np.argmax(Ma[active])])
+        if uu - float(Ma[s]) >= float(Ma[v]) - uu:
+            # toward step to vertex g_s: min over t in [0, 1] of ||(1 - t) u + t g_s||^2 (the two-task problem)
+            t = 1.0 - _two_task_gamma(uu, float(Ma[s]), float(M[s, s]))
+            alpha *= 1.0 - t
+            alpha[s] += t
+        else:
+            # away step from g_v (Lacoste-Julien & Jaggi 2015): linear convergence on the simplex, where plain
+            # Frank-Wolfe zig-zags at O(1/k) whenever the min-norm point lies on a face
+            t_max = alpha[v] / (1.0 - alpha[v]) if alpha[v] < 1.0 else 1e300
+            curv = uu - 2.0 * float(Ma[v]) + float(M[v, v])
+            t = t_max if curv <= 0 else min((float(Ma[v]) - uu) / curv, t_max)
+            alpha *= 1.0 + t
+            alpha[v] -= t
+            if t >= t_max:
+                alpha[v] = 0.0
+        alpha = np.maximum(alpha, 0.0)
+        alpha /= alpha.sum()
+    return torch.as_tensor(alpha, dtype=gram.dtype, device=gram.device)
 
 
 def mgda_direction(grads: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
