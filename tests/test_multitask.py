@@ -1,7 +1,8 @@
-"""Multi-task weighting: the theorems of kexue.fm/archives/8870, 8896 and 8907 as tests, plus plumbing and errors."""
+"""Multi-task weighting: the theorems of kexue.fm/archives/8870, 8896 and 8907 as tests, plus plumbing."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -45,7 +46,9 @@ def _grads(
     losses = transform(model.losses(x, y))  # type: ignore[operator]
     strat = mt.make_strategy(name, 3, **(kwargs or {})).double()
     strat.backward(losses, model.trunk.parameters())
-    return [p.grad.clone() for p in model.trunk.parameters()], [p.grad.clone() for p in model.heads.parameters()]
+    return [p.grad.clone() for p in model.trunk.parameters()], [
+        p.grad.clone() for p in model.heads.parameters()
+    ]
 
 
 def _flat(ts: list[Tensor]) -> Tensor:
@@ -103,13 +106,15 @@ def test_scale_invariance(name: str, kwargs: dict | None) -> None:
 
 
 def test_geometric_mean_is_scale_invariant_in_direction_only() -> None:
-    """Part 1: the gamma = 0 power mean (geometric mean) keeps its direction; its length scales by lambda^(1/n)."""
+    """Part 1: the geometric mean (gamma = 0) keeps its direction; its length scales by lambda^(1/n)."""
     sa, _ = _grads("power_mean", _ident, {"gamma": 0.0})
     sb, _ = _grads("power_mean", _scale, {"gamma": 0.0})
     torch.testing.assert_close(_flat(sb), LAM ** (1 / 3) * _flat(sa), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [("equal", None), ("mgda", None), ("power_mean", {"gamma": 1.0})])
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("equal", None), ("mgda", None), ("power_mean", {"gamma": 1.0})]
+)
 def test_not_scale_invariant(name: str, kwargs: dict | None) -> None:
     """Control: the plain sum, MGDA and the gamma != 0 power mean do change when a loss is rescaled."""
     sa, _ = _grads(name, _ident, kwargs)
@@ -142,7 +147,7 @@ def test_loss_level_schemes_are_not_shift_invariant(name: str) -> None:
 
 
 def test_realtime_equals_log_sum_gradient_and_geometric_mean_direction() -> None:
-    """Part 1, Eqs. 5-6: grad sum L/sg(L) == grad sum log L, and it is parallel to grad of the geometric mean."""
+    """Part 1, Eqs. 5-6: grad sum L/sg(L) == grad sum log L, parallel to grad of the geometric mean."""
     x, y = _data()
     grads = []
     for fn in (
@@ -179,9 +184,10 @@ def test_power_mean_monotone_in_gamma(values: list[float], gammas: list[float]) 
     """Part 1, "广义平均": L(gamma) is non-decreasing in gamma and lies between min and max."""
     L = torch.tensor(values, dtype=torch.float64)
     out = [float(mt.power_mean(L, gamma=g).loss) for g in sorted(gammas)]
-    for a, b in zip(out, out[1:]):
+    for a, b in itertools.pairwise(out):
         assert a <= b * (1 + 1e-12) + 1e-12
-    assert min(values) * (1 - 1e-9) <= out[0] and out[-1] <= max(values) * (1 + 1e-9)
+    assert min(values) * (1 - 1e-9) <= out[0]
+    assert out[-1] <= max(values) * (1 + 1e-9)
 
 
 def test_power_mean_special_cases_and_limits() -> None:
@@ -292,14 +298,15 @@ def test_normalized_sum_is_pareto_consistent_for_two_tasks() -> None:
 
 def test_mgda_ub_proof_counterexample() -> None:
     """Part 2: Su's counterexample to MGDA-UB's Appendix A (x^T y >= 0 <=> x^T M y >= 0 for SPD M is false),
-    and a concrete case where the MGDA-UB direction, found on the representation gradients, conflicts with a task
+    and a concrete case where the MGDA-UB direction, found on the representation gradients, conflicts with a
+    task
     in parameter space even though the Jacobian is full rank."""
     x, y = torch.tensor([1.0, -2.0]), torch.tensor([1.0, 1.0])
     M = torch.diag(torch.tensor([3.0, 1.0]))
     assert float(x @ y) < 0 <= float(x @ M @ y)
     J = torch.diag(torch.tensor([3.0, 1.0]).sqrt()).double()  # dH/dtheta, full rank, J J^T = M
     H = torch.tensor([[1.0, 0.0], [-3.0, -1.0]], dtype=torch.float64)  # grad of L_i wrt the representation
-    u_h, alpha = mt.mgda_direction(H)  # MGDA-UB: min-norm on the representation gradients
+    u_h, _alpha = mt.mgda_direction(H)  # MGDA-UB: min-norm on the representation gradients
     assert ((H @ u_h) >= -1e-12).all()  # non-conflicting in H space ...
     g_theta = H @ J  # true parameter gradients g_i = J^T h_i
     update = u_h @ J  # the parameter update MGDA-UB actually takes: grad_theta of sum alpha_i L_i
@@ -325,7 +332,7 @@ def test_projection_never_increases_auxiliaries_to_first_order(m: int, d: int, s
 
 def test_projection_closed_form_one_auxiliary() -> None:
     g0, g1 = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, 1.0, 1.0])
-    u, lam = mt.primary_auxiliary_projection(g0, g1)
+    u, _lam = mt.primary_auxiliary_projection(g0, g1)
     expect = g0 + torch.relu(-(g0 @ g1)) / (g1 @ g1) * g1
     torch.testing.assert_close(u, expect)
     torch.testing.assert_close(u @ g1, torch.tensor(0.0), atol=1e-6, rtol=0)
@@ -350,7 +357,7 @@ def test_projection_strategy_on_toy_quadratics() -> None:
 
 
 def test_l2_auxiliary_projection() -> None:
-    """Part 3 (a): the L2 decay direction never increases ||theta||^2 and leaves non-conflicting grads alone."""
+    """Part 3 (a): the L2 decay direction never increases ||theta||^2; non-conflicting grads are kept."""
     g = torch.Generator().manual_seed(0)
     for _ in range(200):
         grad, theta = torch.randn(2, 7, generator=g, dtype=torch.float64)
@@ -374,13 +381,20 @@ def test_gradient_level_heads_get_their_own_gradients() -> None:
     model = ToyMTL()
     x, y = _data()
     ls = model.losses(x, y)
-    expected = [torch.autograd.grad(ls[i], list(model.heads[i].parameters()), retain_graph=True) for i in range(3)]
+    expected = [
+        torch.autograd.grad(ls[i], list(model.heads[i].parameters()), retain_graph=True) for i in range(3)
+    ]
     G = torch.stack(
-        [_flat(list(torch.autograd.grad(ls[i], list(model.trunk.parameters()), retain_graph=True))) for i in range(3)]
+        [
+            _flat(list(torch.autograd.grad(ls[i], list(model.trunk.parameters()), retain_graph=True)))
+            for i in range(3)
+        ]
     )
     logs = mt.GradientNormalization(3, eps=0.0).backward(ls, model.trunk.parameters())
     for i in range(3):
-        torch.testing.assert_close(_flat([p.grad for p in model.heads[i].parameters()]), _flat(list(expected[i])))
+        torch.testing.assert_close(
+            _flat([p.grad for p in model.heads[i].parameters()]), _flat(list(expected[i]))
+        )
     u_ref = (G / G.norm(dim=1, keepdim=True)).sum(0)
     torch.testing.assert_close(_flat([p.grad for p in model.trunk.parameters()]), u_ref)
     torch.testing.assert_close(logs["weights"], 1 / G.norm(dim=1))
@@ -433,7 +447,8 @@ def test_every_registered_strategy_trains_the_toy_model(name: str) -> None:
         logs = strat.backward(ls, model.trunk.parameters())
         assert logs["weights"].shape == (3,)
         for p in model.parameters():
-            assert p.grad is not None and torch.isfinite(p.grad).all()
+            assert p.grad is not None
+            assert torch.isfinite(p.grad).all()
         opt.step()
         if isinstance(strat, mt.DynamicWeightAverage) and step % 10 == 9:
             strat.end_epoch()
@@ -476,7 +491,9 @@ def test_initial_loss_estimate_and_theory() -> None:
     yk = torch.randint(0, 10, (50,))
     assert mt.classification_initial_loss(10) == pytest.approx(float(nn.functional.cross_entropy(logits, yk)))
     t = torch.randn(100, 3) + 1
-    assert mt.regression_initial_loss(t) == pytest.approx(float(nn.functional.mse_loss(torch.zeros_like(t), t)))
+    assert mt.regression_initial_loss(t) == pytest.approx(
+        float(nn.functional.mse_loss(torch.zeros_like(t), t))
+    )
     assert mt.regression_prior_loss(t) == pytest.approx(
         float(nn.functional.mse_loss(t.mean(0).expand_as(t), t)), rel=1e-6
     )
@@ -515,7 +532,7 @@ def test_task_count_mismatch_and_non_scalar() -> None:
         s({"a": torch.tensor(1.0), "b": torch.ones(2, 2), "c": torch.tensor(1.0)})
     with pytest.raises(ValueError, match="empty"):
         mt.weighted_sum([])
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         mt.weighted_sum([1.0, 2.0])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"weights must have one entry per task \(2\)"):
         mt.weighted_sum([torch.tensor(1.0), torch.tensor(2.0)], [1.0, 2.0, 3.0])

@@ -2,20 +2,22 @@
 
 Implements Su Jianlin's three-part series on multi-task learning:
 
-* Part 1, "以损失之名" (https://kexue.fm/archives/8870): the equal/fixed weighted sum, initial-loss and prior-loss
-  normalisation, real-time normalisation ``L / (sg(L) + eps)`` (same gradient as ``sum log L``, same direction as
-  the geometric mean), the generalised power mean, and gradient-norm normalisation ``sum_i g_i / ||g_i||`` over
-  the shared parameters (Eq. 13), the only scheme that is invariant to both scaling and shifting a loss.
+* Part 1, "以损失之名" (https://kexue.fm/archives/8870): the equal/fixed weighted sum, initial-loss and
+  prior-loss normalisation, real-time normalisation ``L / (sg(L) + eps)`` (same gradient as ``sum log L``,
+  same direction as the geometric mean), the generalised power mean, and gradient-norm normalisation ``sum_i
+  g_i / ||g_i||`` over the shared parameters (Eq. 13), the only scheme that is invariant to both scaling and
+  shifting a loss.
 * Part 2, "行梯度之事" (https://kexue.fm/archives/8896): MGDA's min-norm point of the convex hull of the task
   gradients (Sener & Koltun 2018, arXiv 1810.04650), by Frank-Wolfe, with the closed form for two tasks.
 * Part 3, "分主次之序" (https://kexue.fm/archives/8907): primary/auxiliary projection
   ``g0 + relu(-<g0, g1>) / ||g1||^2 g1`` (and its n-task version) and L2 decay as an auxiliary task.
 
 Not from the articles (baselines users expect): uncertainty weighting (Kendall, Gal & Cipolla 2018, arXiv
-1705.07115), DWA (Liu, Johns & Davison 2019, arXiv 1803.10704) and GradNorm (Chen et al. 2018, arXiv 1711.02257).
+1705.07115), DWA (Liu, Johns & Davison 2019, arXiv 1803.10704) and GradNorm (Chen et al. 2018, arXiv
+1711.02257).
 
-Every strategy is an ``nn.Module`` (state such as EMA denominators, initial-loss estimates or learned weights are
-buffers/parameters, so they are checkpointed with the model) with one entry point::
+Every strategy is an ``nn.Module`` (state such as EMA denominators, initial-loss estimates or learned weights
+are buffers/parameters, so they are checkpointed with the model) with one entry point::
 
     logs = strategy.backward(losses, shared_parameters, scaler=None)
 
@@ -27,17 +29,18 @@ Su confirms in the comments that theta always means the shared parameters), comb
 into the shared ``.grad``; every other parameter the losses reach (the task heads) receives its ordinary
 gradient. :func:`make_strategy` builds any of them from a name in :data:`STRATEGIES`.
 
-AMP: pass ``scaler=torch.amp.GradScaler(...)``. Losses are multiplied by the current scale before any backward,
-task gradients are divided by it before norms, inner products or Frank-Wolfe see them, and the combined
-direction is written back multiplied by the scale, so the usual ``scaler.step(opt); scaler.update()`` works
-unchanged (an inf/NaN gradient propagates into ``.grad`` and the scaler skips the step).
+AMP: pass ``scaler=torch.amp.GradScaler(...)``. Losses are multiplied by the current scale before any
+backward, task gradients are divided by it before norms, inner products or Frank-Wolfe see them, and the
+combined direction is written back multiplied by the scale, so the usual ``scaler.step(opt); scaler.update()``
+works unchanged (an inf/NaN gradient propagates into ``.grad`` and the scaler skips the step).
 
 DDP: loss-level strategies need nothing special (their backward is an ordinary ``.backward()`` through the DDP
-wrapper; their statistics, e.g. initial-loss estimates, are all-reduced across ranks so every rank uses the same
-weights). Gradient-level strategies take gradients with ``torch.autograd.grad``, which bypasses DDP's reducer:
-run the forward through the *unwrapped* module (``ddp.module``) and the strategy all-reduces (averages) the
-per-task gradient matrix and the head gradients itself before combining, so norms and Gram matrices are those of
-the global batch. This path is written for, but in this repository only tested in, a single process.
+wrapper; their statistics, e.g. initial-loss estimates, are all-reduced across ranks so every rank uses the
+same weights). Gradient-level strategies take gradients with ``torch.autograd.grad``, which bypasses DDP's
+reducer: run the forward through the *unwrapped* module (``ddp.module``) and the strategy all-reduces
+(averages) the per-task gradient matrix and the head gradients itself before combining, so norms and Gram
+matrices are those of the global batch. This path is written for, but in this repository only tested in, a
+single process.
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = [
-    "STRATEGIES",
     "MGDA",
+    "STRATEGIES",
     "DynamicWeightAverage",
     "GradNorm",
     "GradientNormalization",
@@ -111,7 +114,8 @@ def _stack_losses(
     if isinstance(losses, Tensor):
         if losses.dim() != 1:
             raise ValueError(
-                f"{scheme}: a tensor of losses must be 1-D (one entry per task), got shape {tuple(losses.shape)}"
+                f"{scheme}: a tensor of losses must be 1-D (one entry per task), "
+                f"got shape {tuple(losses.shape)}"
             )
         stacked = losses
     else:
@@ -119,10 +123,13 @@ def _stack_losses(
         names = list(losses.keys()) if isinstance(losses, Mapping) else list(range(len(items)))
         for name, loss in zip(names, items):
             if not isinstance(loss, Tensor):
-                raise TypeError(f"{scheme}: losses[{name!r}] must be a torch.Tensor, got {type(loss).__name__}")
+                raise TypeError(
+                    f"{scheme}: losses[{name!r}] must be a torch.Tensor, got {type(loss).__name__}"
+                )
             if loss.dim() != 0:
                 raise ValueError(
-                    f"{scheme}: losses[{name!r}] has shape {tuple(loss.shape)}, expected a scalar (0-d) tensor; "
+                    f"{scheme}: losses[{name!r}] has shape {tuple(loss.shape)}, "
+                    "expected a scalar (0-d) tensor; "
                     "reduce it first (e.g. .mean())"
                 )
         if not items:
@@ -133,7 +140,9 @@ def _stack_losses(
     if not stacked.is_floating_point():
         raise TypeError(f"{scheme}: losses must be floating point, got {stacked.dtype}")
     if num_tasks is not None and stacked.shape[0] != num_tasks:
-        raise ValueError(f"{scheme}: got {stacked.shape[0]} task losses, but the strategy was built for {num_tasks}")
+        raise ValueError(
+            f"{scheme}: got {stacked.shape[0]} task losses, but the strategy was built for {num_tasks}"
+        )
     if positive:
         v = stacked.detach()
         # eps > 0 makes a zero loss legal (its weight is then 1/eps); a negative loss never is.
@@ -143,7 +152,8 @@ def _stack_losses(
             need = "> 0" if eps <= 0 else ">= 0"
             raise ValueError(
                 f"{scheme} needs task losses {need} (it divides by or takes the log of them), got "
-                f"losses[{i}]={float(v[i]):.6g}; shift that loss by a constant (e.g. loss - lower_bound + 1), "
+                f"losses[{i}]={float(v[i]):.6g}; shift that loss by a constant "
+                "(e.g. loss - lower_bound + 1), "
                 "keeping in mind that this scheme is not shift invariant, so the shift changes the weighting"
             )
     return stacked
@@ -216,13 +226,15 @@ def weighted_sum(losses: Losses, weights: Sequence[float] | Tensor | None = None
     return WeightedLoss((w * L).sum(), w)
 
 
-def normalized_sum(losses: Losses, normalizers: Sequence[float] | Tensor, *, eps: float = 0.0) -> WeightedLoss:
+def normalized_sum(
+    losses: Losses, normalizers: Sequence[float] | Tensor, *, eps: float = 0.0
+) -> WeightedLoss:
     """``sum_i L_i / (c_i + eps)`` with fixed constants ``c_i``: initial-loss or prior-loss normalisation.
 
-    Part 1, Eqs. 2-3 (https://kexue.fm/archives/8870): with ``c_i`` the loss at initialisation (``log K`` for a
-    K-way cross-entropy, ``E||y||^2`` for L2 regression) or the loss of a model that only knows the label prior
-    (label entropy, label variance), every term is dimensionless, so multiplying a task's loss by ``lambda``
-    (and re-estimating its constant) leaves the total unchanged.
+    Part 1, Eqs. 2-3 (https://kexue.fm/archives/8870): with ``c_i`` the loss at initialisation (``log K`` for
+    a K-way cross-entropy, ``E||y||^2`` for L2 regression) or the loss of a model that only knows the label
+    prior (label entropy, label variance), every term is dimensionless, so multiplying a task's loss by
+    ``lambda`` (and re-estimating its constant) leaves the total unchanged.
 
     Args:
         losses: ``n`` scalar task losses.
@@ -245,8 +257,8 @@ def realtime_weighting(
 ) -> WeightedLoss:
     """Real-time normalisation ``sum_i L_i / (sg(L_i) + eps)`` (Part 1, Eq. 5).
 
-    Its value is (about) ``n`` but its gradient is ``sum_i grad L_i / L_i = grad sum_i log L_i``: the direction of
-    the geometric mean of the losses. ``eps`` follows Su's later use of the trick
+    Its value is (about) ``n`` but its gradient is ``sum_i grad L_i / L_i = grad sum_i log L_i``: the
+    direction of the geometric mean of the losses. ``eps`` follows Su's later use of the trick
     (https://kexue.fm/archives/11738); set it to 0 for the exact article formula.
 
     Args:
@@ -264,15 +276,21 @@ def realtime_weighting(
         tensor(0.6667)
     """
     L = _stack_losses(losses, "realtime_weighting", positive=True, eps=eps)
-    d = L.detach() if denominators is None else _vector(denominators, "denominators", L.shape[0], positive=False)
+    d = (
+        L.detach()
+        if denominators is None
+        else _vector(denominators, "denominators", L.shape[0], positive=False)
+    )
     w = 1.0 / (d.to(L) + _check_eps(eps))
     return WeightedLoss((L * w).sum(), w)
 
 
 def log_sum(losses: Losses, *, eps: float = 0.0) -> WeightedLoss:
-    """``sum_i log(L_i + eps)``: same gradient as real-time normalisation, and ``n log`` of the geometric mean.
+    """``sum_i log(L_i + eps)``: same gradient as real-time normalisation, and ``n log`` of the geometric
+    mean.
 
-    Part 1, Eq. 6 (https://kexue.fm/archives/8870). Unlike :func:`realtime_weighting` its value is informative.
+    Part 1, Eq. 6 (https://kexue.fm/archives/8870). Unlike :func:`realtime_weighting` its value is
+    informative.
 
     Example:
         >>> import math, torch
@@ -289,9 +307,9 @@ def power_mean(losses: Losses, *, gamma: float = 1.0) -> WeightedLoss:
 
     ``gamma=1`` is the arithmetic mean, ``gamma -> 0`` the geometric mean (:func:`log_sum`'s direction),
     ``gamma -> +inf`` the max and ``-inf`` the min; the value is non-decreasing in ``gamma``. Larger ``gamma``
-    puts more weight on the worst task: the effective weight of ``grad L_i`` is ``(1/n) (L_i / M)^(gamma - 1)``
-    with ``M`` the mean itself. Computed in log space (``logsumexp(gamma log L) - log n``) so large ``|gamma|``
-    does not overflow.
+    puts more weight on the worst task: the effective weight of ``grad L_i`` is ``(1/n) (L_i / M)^(gamma -
+    1)`` with ``M`` the mean itself. Computed in log space (``logsumexp(gamma log L) - log n``) so large
+    ``|gamma|`` does not overflow.
 
     Args:
         losses: ``n`` scalar task losses, all > 0.
@@ -333,9 +351,9 @@ def power_mean(losses: Losses, *, gamma: float = 1.0) -> WeightedLoss:
 def uncertainty_weighting(losses: Losses, log_vars: Tensor) -> WeightedLoss:
     """Uncertainty weighting ``sum_i (exp(-s_i) L_i + s_i) / 2`` with learnable ``s_i = log sigma_i^2``.
 
-    **Not from the article**: Kendall, Gal & Cipolla, CVPR 2018 (arXiv 1705.07115), in the common form that uses
-    the regression factor 1/2 for every task. At the optimum over ``s_i`` (``exp(s_i) = L_i``) the gradient for
-    the network is ``(1/2) grad sum_i log L_i``, i.e. Su's real-time normalisation.
+    **Not from the article**: Kendall, Gal & Cipolla, CVPR 2018 (arXiv 1705.07115), in the common form that
+    uses the regression factor 1/2 for every task. At the optimum over ``s_i`` (``exp(s_i) = L_i``) the
+    gradient for the network is ``(1/2) grad sum_i log L_i``, i.e. Su's real-time normalisation.
 
     Args:
         losses: ``n`` scalar task losses.
@@ -363,7 +381,9 @@ def classification_initial_loss(num_classes: int) -> float:
     return math.log(num_classes)
 
 
-def classification_prior_loss(labels: Tensor, num_classes: int | None = None, *, min_value: float = 1e-3) -> float:
+def classification_prior_loss(
+    labels: Tensor, num_classes: int | None = None, *, min_value: float = 1e-3
+) -> float:
     """Cross-entropy of a model that predicts the label frequencies: the label entropy ``-sum p_j log p_j``.
 
     Clamped below at ``min_value`` because a nearly deterministic label would give a weight ``1/H -> inf``
@@ -374,14 +394,16 @@ def classification_prior_loss(labels: Tensor, num_classes: int | None = None, *,
         num_classes: number of classes (default ``labels.max() + 1``).
     """
     if labels.dim() != 1 or labels.numel() == 0 or labels.is_floating_point():
-        raise ValueError(f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}"
+        )
     p = torch.bincount(labels, minlength=num_classes or 0).double()
     p = p[p > 0] / p.sum()
     return max(float(-(p * p.log()).sum()), min_value)
 
 
 def regression_initial_loss(targets: Tensor) -> float:
-    """MSE of a zero prediction: ``mean(y^2)``, the per-element ``E||y||^2`` matching ``F.mse_loss``'s mean."""
+    """MSE of a zero prediction: ``mean(y^2)``, the per-element ``E||y||^2`` (``F.mse_loss``'s mean)."""
     if targets.numel() == 0:
         raise ValueError("targets is empty")
     return float(targets.double().pow(2).mean())
@@ -399,7 +421,7 @@ def regression_prior_loss(targets: Tensor, *, min_value: float = 1e-12) -> float
     return max(float((t - t.mean(0)).pow(2).mean()), min_value)
 
 
-# ------------------------------------------------------------------------------- strategy modules (loss level)
+# ----------------------------------------------------------------------------- strategy modules (loss level)
 
 
 class MultiTaskStrategy(nn.Module):
@@ -454,6 +476,8 @@ class WeightedSum(MultiTaskStrategy):
         tensor(4.)
     """
 
+    weights: Tensor
+
     def __init__(self, num_tasks: int, *, weights: Sequence[float] | Tensor | None = None) -> None:
         super().__init__(num_tasks)
         w = (
@@ -474,8 +498,8 @@ class InitialLossWeighting(MultiTaskStrategy):
 
     With ``initial`` given (e.g. :func:`classification_initial_loss`, :func:`regression_initial_loss`) the
     constants are fixed. Otherwise they are estimated as the mean of the detached losses over the first
-    ``warmup_steps`` training calls (all-reduced across DDP ranks) and then frozen; during the warm-up the running
-    estimate is used. The estimate is a buffer, so it is checkpointed.
+    ``warmup_steps`` training calls (all-reduced across DDP ranks) and then frozen; during the warm-up the
+    running estimate is used. The estimate is a buffer, so it is checkpointed.
 
     Args:
         num_tasks: number of tasks ``n``.
@@ -489,6 +513,9 @@ class InitialLossWeighting(MultiTaskStrategy):
         >>> s([torch.tensor(2.0), torch.tensor(500.0)]).loss  # first batch: each term is L/L = 1
         tensor(2.)
     """
+
+    initial: Tensor
+    count: Tensor
 
     def __init__(
         self,
@@ -504,12 +531,18 @@ class InitialLossWeighting(MultiTaskStrategy):
         self.warmup_steps = warmup_steps
         self.eps = _check_eps(eps)
         fixed = initial is not None
-        init = _vector(initial, "initial", num_tasks, positive=True) if fixed else torch.zeros(num_tasks)
+        init = (
+            _vector(initial, "initial", num_tasks, positive=True)
+            if initial is not None
+            else torch.zeros(num_tasks)
+        )
         self.register_buffer("initial", init)
         self.register_buffer("count", torch.tensor(warmup_steps if fixed else 0, dtype=torch.long))
 
     def forward(self, losses: Losses) -> WeightedLoss:
-        L = _stack_losses(losses, "InitialLossWeighting", num_tasks=self.num_tasks, positive=True, eps=self.eps)
+        L = _stack_losses(
+            losses, "InitialLossWeighting", num_tasks=self.num_tasks, positive=True, eps=self.eps
+        )
         if self.training and int(self.count) < self.warmup_steps:
             with torch.no_grad():
                 cur = _all_reduce_mean_(L.detach().clone()).to(self.initial)
@@ -539,6 +572,8 @@ class PriorLossWeighting(MultiTaskStrategy):
         tensor(1.)
     """
 
+    prior: Tensor
+
     def __init__(
         self, num_tasks: int, *, prior: Sequence[float] | Tensor, min_prior: float = 1e-3, eps: float = 0.0
     ) -> None:
@@ -556,15 +591,18 @@ class PriorLossWeighting(MultiTaskStrategy):
 class RealTimeWeighting(MultiTaskStrategy):
     """Real-time normalisation ``sum_i L_i / (sg(L_i) + eps)``, optionally with an EMA denominator.
 
-    Part 1, Eq. 5 (https://kexue.fm/archives/8870). ``ema=None`` is the article's formula. ``ema=beta`` replaces
-    ``sg(L_i)`` by an exponential moving average of the detached losses (ours, not in the article: it lowers
-    the variance of the per-batch weight ``1/L_i``); the average is all-reduced across DDP ranks.
+    Part 1, Eq. 5 (https://kexue.fm/archives/8870). ``ema=None`` is the article's formula. ``ema=beta``
+    replaces ``sg(L_i)`` by an exponential moving average of the detached losses (ours, not in the article: it
+    lowers the variance of the per-batch weight ``1/L_i``); the average is all-reduced across DDP ranks.
 
     Example:
         >>> import torch
         >>> RealTimeWeighting(2, eps=0.0)([torch.tensor(3.0), torch.tensor(7.0)]).loss  # the constant n
         tensor(2.)
     """
+
+    average: Tensor
+    count: Tensor
 
     needs_positive = True
 
@@ -620,6 +658,8 @@ class PowerMean(MultiTaskStrategy):
             invariant).
     """
 
+    normalizers: Tensor
+
     needs_positive = True
 
     def __init__(
@@ -627,7 +667,11 @@ class PowerMean(MultiTaskStrategy):
     ) -> None:
         super().__init__(num_tasks)
         self.gamma = float(gamma)
-        c = torch.ones(num_tasks) if normalizers is None else _vector(normalizers, "normalizers", num_tasks, positive=True)
+        c = (
+            torch.ones(num_tasks)
+            if normalizers is None
+            else _vector(normalizers, "normalizers", num_tasks, positive=True)
+        )
         self.register_buffer("normalizers", c)
 
     def forward(self, losses: Losses) -> WeightedLoss:
@@ -657,12 +701,19 @@ class UncertaintyWeighting(MultiTaskStrategy):
 
 
 class DynamicWeightAverage(MultiTaskStrategy):
-    """DWA: ``w_i = n softmax_i(r_i / T)`` with ``r_i = Lbar_i(t-1) / Lbar_i(t-2)`` (**not from the article**).
+    """DWA: ``w_i = n softmax_i(r_i / T)`` with ``r_i = Lbar_i(t-1) / Lbar_i(t-2)`` (**not from the
+    article**).
 
     Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention", CVPR 2019 (arXiv 1803.10704), with
-    their ``T = 2``. ``Lbar`` are epoch means of the detached losses seen by ``forward`` in training mode; call
-    :meth:`end_epoch` at each epoch boundary. Weights are 1 for the first two epochs.
+    their ``T = 2``. ``Lbar`` are epoch means of the detached losses seen by ``forward`` in training mode;
+    call :meth:`end_epoch` at each epoch boundary. Weights are 1 for the first two epochs.
     """
+
+    weights: Tensor
+    running: Tensor
+    seen: Tensor
+    history: Tensor
+    epochs: Tensor
 
     needs_positive = True
 
@@ -717,8 +768,8 @@ def _check_grads(grads: Tensor, name: str = "grads") -> Tensor:
 def gradient_normalization(grads: Tensor, *, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
     """Article Eq. 13: ``u = sum_i g_i / (||g_i|| + eps)`` over the shared parameters.
 
-    Invariant to multiplying any loss by a positive constant and to adding a constant to it (Part 1, "理想目标").
-    For two tasks ``u`` has a non-negative inner product with both gradients (Part 2).
+    Invariant to multiplying any loss by a positive constant and to adding a constant to it (Part 1,
+    "理想目标"). For two tasks ``u`` has a non-negative inner product with both gradients (Part 2).
 
     Args:
         grads: ``(n, D)`` task gradients (one flattened row per task).
@@ -746,13 +797,14 @@ def _two_task_gamma(g11: float, g12: float, g22: float) -> float:
 
 
 def min_norm_coefficients(gram: Tensor, *, max_iter: int = 250, tol: float = 1e-10) -> Tensor:
-    """MGDA: ``alpha = argmin_{alpha in simplex} ||sum_i alpha_i g_i||^2`` from the Gram matrix ``<g_i, g_j>``.
+    """MGDA: ``alpha = argmin_{alpha in simplex} ||sum_i alpha_i g_i||^2`` from the Gram matrix ``<g_i,
+    g_j>``.
 
     Part 2 (https://kexue.fm/archives/8896), Sener & Koltun 2018 (arXiv 1810.04650): two tasks use the closed
-    form ``gamma = clip(<g2 - g1, g2> / ||g1 - g2||^2, 0, 1)`` (the foot of the triangle's altitude); more tasks use
-    Frank-Wolfe from the uniform point, with ``tau = argmin_i <g_i, u>`` and the exact line search towards
-    ``g_tau`` (itself the two-task problem), plus away steps (Lacoste-Julien & Jaggi 2015) so that it converges
-    linearly rather than at O(1/k). Runs in float64 on the CPU (the Gram matrix is ``n x n``).
+    form ``gamma = clip(<g2 - g1, g2> / ||g1 - g2||^2, 0, 1)`` (the foot of the triangle's altitude); more
+    tasks use Frank-Wolfe from the uniform point, with ``tau = argmin_i <g_i, u>`` and the exact line search
+    towards ``g_tau`` (itself the two-task problem), plus away steps (Lacoste-Julien & Jaggi 2015) so that it
+    converges linearly rather than at O(1/k). Runs in float64 on the CPU (the Gram matrix is ``n x n``).
 
     Args:
         gram: ``(n, n)`` Gram matrix of the task gradients.
@@ -788,7 +840,7 @@ def min_norm_coefficients(gram: Tensor, *, max_iter: int = 250, tol: float = 1e-
         active = np.flatnonzero(alpha > 0)
         v = int(active[np.argmax(Ma[active])])
         if uu - float(Ma[s]) >= float(Ma[v]) - uu:
-            # toward step to vertex g_s: min over t in [0, 1] of ||(1 - t) u + t g_s||^2 (the two-task problem)
+            # toward step to vertex g_s: min over t in [0, 1] of ||(1 - t) u + t g_s||^2 (two-task problem)
             t = 1.0 - _two_task_gamma(uu, float(Ma[s]), float(M[s, s]))
             alpha *= 1.0 - t
             alpha[s] += t
@@ -828,7 +880,8 @@ def mgda_direction(grads: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
 
 
 def primary_auxiliary_coefficients(gram: Tensor, *, max_sweeps: int = 200, tol: float = 1e-10) -> Tensor:
-    """``lambda = argmin_{lambda >= 0} ||g_0 + sum_i lambda_i g_i||^2`` from the Gram matrix of ``[g_0, g_1..]``.
+    """``lambda = argmin_{lambda >= 0} ||g_0 + sum_i lambda_i g_i||^2`` from the Gram matrix of ``[g_0,
+    g_1..]``.
 
     Part 3 (https://kexue.fm/archives/8907). One auxiliary task has the closed form
     ``lambda = relu(-<g_0, g_1>) / ||g_1||^2``; more use cyclic coordinate descent, each step re-solving the
@@ -863,8 +916,9 @@ def primary_auxiliary_coefficients(gram: Tensor, *, max_sweeps: int = 200, tol: 
 def primary_auxiliary_projection(primary: Tensor, auxiliary: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
     """``u = g_0 + sum_i lambda_i g_i`` with ``<u, g_i> >= 0`` for every auxiliary gradient (Part 3).
 
-    With one auxiliary gradient this is ``g_0 + relu(-<g_0, g_1>) / ||g_1||^2 g_1``: ``g_0`` is left alone unless it
-    conflicts with ``g_1``, in which case its component along ``-g_1`` is removed (PCGrad's projection).
+    With one auxiliary gradient this is ``g_0 + relu(-<g_0, g_1>) / ||g_1||^2 g_1``: ``g_0`` is left alone
+    unless it conflicts with ``g_1``, in which case its component along ``-g_1`` is removed (PCGrad's
+    projection).
 
     Args:
         primary: ``(D,)`` gradient of the main task.
@@ -893,8 +947,8 @@ def primary_auxiliary_projection(primary: Tensor, auxiliary: Tensor, **kwargs: A
 def l2_auxiliary_projection(grad: Tensor, param: Tensor, *, eps: float = 1e-12) -> Tensor:
     """L2 decay as an auxiliary task (Part 3): ``g + relu(-<g, theta>) / ||theta||^2 theta``.
 
-    The auxiliary loss is ``||theta||^2 / 2`` (gradient ``theta``); the returned direction never increases it to
-    first order, with no decay coefficient to tune. (The article's displayed formula drops the trailing
+    The auxiliary loss is ``||theta||^2 / 2`` (gradient ``theta``); the returned direction never increases it
+    to first order, with no decay coefficient to tune. (The article's displayed formula drops the trailing
     ``theta``, a typo.)
 
     Args:
@@ -907,7 +961,9 @@ def l2_auxiliary_projection(grad: Tensor, param: Tensor, *, eps: float = 1e-12) 
         tensor([0., 1.])
     """
     if grad.shape != param.shape:
-        raise ValueError(f"grad and param must have the same shape, got {tuple(grad.shape)} and {tuple(param.shape)}")
+        raise ValueError(
+            f"grad and param must have the same shape, got {tuple(grad.shape)} and {tuple(param.shape)}"
+        )
     p = param.detach()
     coef = torch.relu(-(grad * p).sum()) / ((p * p).sum() + eps)
     return grad + coef * p
@@ -921,14 +977,16 @@ def _shared_list(shared_parameters: Iterable[Tensor] | None, scheme: str) -> lis
         raise ValueError(f"{scheme} is a gradient-level method: pass shared_parameters (the shared trunk)")
     params = [p for p in shared_parameters if p.requires_grad]
     if not params:
-        raise ValueError(f"{scheme}: shared_parameters is empty (or none requires grad); pass the trunk's parameters")
+        raise ValueError(
+            f"{scheme}: shared_parameters is empty (or none requires grad); pass the trunk's parameters"
+        )
     if len({id(p) for p in params}) != len(params):
         raise ValueError(f"{scheme}: shared_parameters contains the same tensor twice")
     return params
 
 
 def _leaf_tensors(roots: Sequence[Tensor], exclude: set[int]) -> list[Tensor]:
-    """Leaf tensors requiring grad that the graph of ``roots`` reaches, in discovery order, minus ``exclude``."""
+    """Leaf tensors requiring grad that the graph of ``roots`` reaches, minus ``exclude``."""
     seen: set[Any] = set()
     out: list[Tensor] = []
     stack = [r.grad_fn for r in roots if r.grad_fn is not None]
@@ -954,7 +1012,8 @@ def _scale_of(scaler: Any) -> float:
 def _task_gradients(
     losses: Tensor, shared: list[Tensor], scale: float, head_coef: Tensor | None
 ) -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
-    """Per-task gradients over ``shared`` (unscaled, ``(n, D)``) and the (scaled) gradients of the other leaves.
+    """Per-task gradients over ``shared`` (unscaled, ``(n, D)``) and the (scaled) gradients of the other
+    leaves.
 
     One backward pass per task; the other leaves (task heads) get ``sum_i c_i grad L_i`` in scaled units, with
     ``c_i = head_coef[i]`` (1 by default).
@@ -968,7 +1027,11 @@ def _task_gradients(
     for i in range(n):
         li = losses[i] * scale if scale != 1.0 else losses[i]
         gs = torch.autograd.grad(li, inputs, retain_graph=i < n - 1, allow_unused=True)
-        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs[:k], shared)]))
+        rows.append(
+            torch.cat(
+                [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs[:k], shared)]
+            )
+        )
         c = 1.0 if head_coef is None else float(head_coef[i])
         for j, g in enumerate(gs[k:]):
             if g is not None:
@@ -994,7 +1057,9 @@ def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> Non
 
 
 def _write_flat(params: Sequence[Tensor], flat: Tensor) -> None:
-    _accumulate(params, [c.view_as(p) for c, p in zip(torch.split(flat, [p.numel() for p in params]), params)])
+    _accumulate(
+        params, [c.view_as(p) for c, p in zip(torch.split(flat, [p.numel() for p in params]), params)]
+    )
 
 
 class _GradientLevel(MultiTaskStrategy):
@@ -1004,7 +1069,8 @@ class _GradientLevel(MultiTaskStrategy):
 
     def forward(self, losses: Losses) -> WeightedLoss:
         raise TypeError(
-            f"{type(self).__name__} is a gradient-level method: call .backward(losses, shared_parameters) instead"
+            f"{type(self).__name__} is a gradient-level method: "
+            "call .backward(losses, shared_parameters) instead"
         )
 
     def combine(self, grads: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
@@ -1024,8 +1090,8 @@ class _GradientLevel(MultiTaskStrategy):
 
         Args:
             losses: ``num_tasks`` scalar task losses (one graph; it is freed afterwards).
-            shared_parameters: the parameters every task uses (the trunk). Every other parameter the losses reach
-                gets its ordinary gradient ``sum_i grad L_i`` (task heads only see their own loss).
+            shared_parameters: the parameters every task uses (the trunk). Every other parameter the losses
+                reach gets its ordinary gradient ``sum_i grad L_i`` (task heads only see their own loss).
             scaler: optional ``torch.amp.GradScaler`` (losses scaled, gradients unscaled before combining, the
                 result written in scaled units for ``scaler.step``).
 
@@ -1049,9 +1115,10 @@ class _GradientLevel(MultiTaskStrategy):
 class GradientNormalization(_GradientLevel):
     """Gradient-norm normalisation ``sum_i g_i / ||g_i||`` over the shared parameters (Part 1, Eq. 13).
 
-    Invariant to both scaling and shifting any task loss. The direction's norm is about ``sqrt(n)`` whatever the
-    losses' scale; with ``rescale="mean_norm"`` it is multiplied by the mean task-gradient norm (a suggestion from
-    the article's comments, for SGD; with Adam it hardly matters), which gives up the scale invariance.
+    Invariant to both scaling and shifting any task loss. The direction's norm is about ``sqrt(n)`` whatever
+    the losses' scale; with ``rescale="mean_norm"`` it is multiplied by the mean task-gradient norm (a
+    suggestion from the article's comments, for SGD; with Adam it hardly matters), which gives up the scale
+    invariance.
 
     Example:
         >>> import torch
@@ -1076,10 +1143,11 @@ class GradientNormalization(_GradientLevel):
 
 
 class MGDA(_GradientLevel):
-    """MGDA min-norm direction over the shared parameters (Part 2; Sener & Koltun 2018), see :func:`mgda_direction`.
+    """MGDA min-norm direction over the shared parameters (Part 2; Sener & Koltun 2018), see
+    :func:`mgda_direction`.
 
-    Task heads keep their own gradients (as in the paper). Not scale invariant: the min-norm point leans towards
-    the task with the smallest gradient.
+    Task heads keep their own gradients (as in the paper). Not scale invariant: the min-norm point leans
+    towards the task with the smallest gradient.
     """
 
     def __init__(self, num_tasks: int, *, max_iter: int = 250) -> None:
@@ -1114,11 +1182,13 @@ class PrimaryAuxiliaryProjection(_GradientLevel):
 
 
 class L2DecayAuxiliary(MultiTaskStrategy):
-    """Sum of the task losses, then L2 decay as an auxiliary task on the shared parameters (Part 3, application a).
+    """Sum of the task losses, then L2 decay as an auxiliary task on the shared parameters (Part 3,
+    application a).
 
     After ``sum_i L_i`` is backpropagated, the gradient ``g`` of the shared parameters (flattened together) is
     replaced by ``g + relu(-<g, theta>) / ||theta||^2 theta`` (:func:`l2_auxiliary_projection`), so the update
-    never increases ``||theta||^2`` to first order. Linear in ``g``, so it works on scaled AMP gradients as is.
+    never increases ``||theta||^2`` to first order. Linear in ``g``, so it works on scaled AMP gradients as
+    is.
     """
 
     level = "gradient"
@@ -1150,16 +1220,24 @@ class L2DecayAuxiliary(MultiTaskStrategy):
 
 
 class GradNorm(_GradientLevel):
-    """GradNorm (Chen et al. 2018, arXiv 1711.02257), **not from the article** (Su: "cumbersome and redundant").
+    """GradNorm (Chen et al. 2018, arXiv 1711.02257), **not from the article** (Su: "cumbersome and
+    redundant").
 
     Learned weights ``w_i`` (init 1, renormalised to sum to ``n``) make the weighted gradient norms
-    ``G_i = w_i ||grad_W L_i||`` track ``mean(G) * r_i^alpha``, with ``r_i`` the relative inverse training rate
-    ``(L_i / L_i(0)) / mean_j(L_j / L_j(0))``. ``W`` is the last shared layer (the last shared parameter with
-    ``dim >= 2``) as in the paper when ``layer="last"``, or all shared parameters (Su's theta) with ``layer="all"``.
-    The network gets ``grad sum_i w_i L_i`` (one full backward after one cheap backward per task to ``W``); the
-    weights take one Adam step (``lr``) on ``L_grad = sum_i |G_i - target_i|`` with the target held constant,
-    whose gradient is ``sign(G_i - target_i) ||grad_W L_i||`` in closed form. ``L_i(0)`` is the first batch's loss.
+    ``G_i = w_i ||grad_W L_i||`` track ``mean(G) * r_i^alpha``, with ``r_i`` the relative inverse training
+    rate ``(L_i / L_i(0)) / mean_j(L_j / L_j(0))``. ``W`` is the last shared layer (the last shared parameter
+    with ``dim >= 2``) as in the paper when ``layer="last"``, or all shared parameters (Su's theta) with
+    ``layer="all"``. The network gets ``grad sum_i w_i L_i`` (one full backward after one cheap backward per
+    task to ``W``); the weights take one Adam step (``lr``) on ``L_grad = sum_i |G_i - target_i|`` with the
+    target held constant, whose gradient is ``sign(G_i - target_i) ||grad_W L_i||`` in closed form. ``L_i(0)``
+    is the first batch's loss.
     """
+
+    task_weights: Tensor
+    initial: Tensor
+    steps: Tensor
+    adam_m: Tensor
+    adam_v: Tensor
 
     def __init__(self, num_tasks: int, *, alpha: float = 1.5, lr: float = 0.025, layer: str = "last") -> None:
         super().__init__(num_tasks)
@@ -1189,8 +1267,11 @@ class GradNorm(_GradientLevel):
         norms = []
         for i in range(n):
             gs = torch.autograd.grad(L[i] * scale, W, retain_graph=True, allow_unused=True)
-            sq = sum(((g.double() / scale) ** 2).sum() for g in gs if g is not None)
-            norms.append(torch.as_tensor(sq, dtype=torch.float64).sqrt())
+            sq = torch.zeros((), dtype=torch.float64, device=L.device)
+            for g in gs:
+                if g is not None:
+                    sq = sq + ((g.double() / scale) ** 2).sum()
+            norms.append(sq.sqrt())
         nrm = _all_reduce_mean_(torch.stack(norms).to(self.task_weights))
         w = self.task_weights.clone()
         total = (w.to(L) * L).sum()
