@@ -115,6 +115,8 @@ def main() -> None:
     grad_cases = [plain]
     for name in ("gradient_normalization", "mgda", "projection", "gradnorm", "l2_auxiliary"):
         grad_cases.append(_case(f"ours {name}", net, x, y, ours(name)))
+    for name in ("gradient_normalization", "mgda", "projection"):
+        grad_cases.append(_case(f"ours {name} (batched)", net, x, y, ours(name, batched=True)))
     grad_cases.append(_case("ours gradnorm (layer=all)", net, x, y, ours("gradnorm", layer="all")))
     if jd_agg is not None:
         for label, agg in (("MGDA", jd_agg.MGDA()), ("PCGrad", jd_agg.PCGrad()), ("Mean", jd_agg.Mean())):

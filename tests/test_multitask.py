@@ -400,6 +400,17 @@ def test_gradient_level_heads_get_their_own_gradients() -> None:
     torch.testing.assert_close(logs["weights"], 1 / G.norm(dim=1))
 
 
+@pytest.mark.parametrize("name", ["gradient_normalization", "mgda", "projection"])
+def test_batched_task_gradients_match_the_loop(name: str) -> None:
+    x, y = _data()
+    ref, bat = ToyMTL(), ToyMTL()
+    mt.make_strategy(name, 3).backward(ref.losses(x, y), ref.trunk.parameters())
+    mt.make_strategy(name, 3, batched=True).backward(bat.losses(x, y), bat.trunk.parameters())
+    torch.testing.assert_close(
+        _flat([p.grad for p in bat.parameters()]), _flat([p.grad for p in ref.parameters()])
+    )
+
+
 def test_gradient_level_accumulates_into_existing_grads() -> None:
     model = ToyMTL()
     x, y = _data()

@@ -1010,34 +1010,56 @@ def _scale_of(scaler: Any) -> float:
 
 
 def _task_gradients(
-    losses: Tensor, shared: list[Tensor], scale: float, head_coef: Tensor | None
+    losses: Tensor, shared: list[Tensor], scale: float, head_coef: Tensor | None, *, batched: bool = False
 ) -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
     """Per-task gradients over ``shared`` (unscaled, ``(n, D)``) and the (scaled) gradients of the other
     leaves.
 
-    One backward pass per task; the other leaves (task heads) get ``sum_i c_i grad L_i`` in scaled units, with
-    ``c_i = head_coef[i]`` (1 by default).
+    ``batched=False``: one backward pass per task. ``batched=True``: one ``vmap``-ed backward pass
+    (``is_grads_batched``) with the rows of the identity as output gradients, falling back to the loop when an
+    operation has no batching rule. The other leaves (task heads) get ``sum_i c_i grad L_i`` in scaled units,
+    with ``c_i = head_coef[i]`` (1 by default).
     """
     n = losses.shape[0]
     others = _leaf_tensors([losses], {id(p) for p in shared})
     inputs = shared + others
     k = len(shared)
-    rows: list[Tensor] = []
+    D = sum(p.numel() for p in shared)
+    G = torch.empty(n, D, dtype=losses.dtype, device=losses.device)
     head: list[Tensor | None] = [None] * len(others)
-    for i in range(n):
-        li = losses[i] * scale if scale != 1.0 else losses[i]
-        gs = torch.autograd.grad(li, inputs, retain_graph=i < n - 1, allow_unused=True)
-        rows.append(
-            torch.cat(
-                [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs[:k], shared)]
+    coef = [1.0] * n if head_coef is None else [float(c) for c in head_coef]
+    done = False
+    if batched and n > 1:
+        eye = torch.eye(n, dtype=losses.dtype, device=losses.device) * scale
+        try:
+            # retain_graph so that the per-task loop can still run if vmap fails half-way
+            gs = torch.autograd.grad(
+                losses, inputs, grad_outputs=eye, is_grads_batched=True, retain_graph=True, allow_unused=True
             )
-        )
-        c = 1.0 if head_coef is None else float(head_coef[i])
-        for j, g in enumerate(gs[k:]):
-            if g is not None:
-                g = g * c if c != 1.0 else g
-                head[j] = g if head[j] is None else head[j] + g  # type: ignore[operator]
-    G = torch.stack(rows)
+        except RuntimeError:
+            gs = None
+        if gs is not None:
+            off = 0
+            for g, p in zip(gs[:k], shared):
+                G[:, off : off + p.numel()] = 0.0 if g is None else g.reshape(n, -1)
+                off += p.numel()
+            c = torch.tensor(coef, dtype=losses.dtype, device=losses.device)
+            for j, g in enumerate(gs[k:]):
+                if g is not None:
+                    head[j] = torch.tensordot(c.to(g.dtype), g, dims=1)
+            done = True
+    if not done:
+        for i in range(n):
+            li = losses[i] * scale if scale != 1.0 else losses[i]
+            gs = torch.autograd.grad(li, inputs, retain_graph=i < n - 1, allow_unused=True)
+            off = 0
+            for g, p in zip(gs[:k], shared):
+                G[i, off : off + p.numel()] = 0.0 if g is None else g.reshape(-1)
+                off += p.numel()
+            for j, g in enumerate(gs[k:]):
+                if g is not None:
+                    g = g * coef[i] if coef[i] != 1.0 else g
+                    head[j] = g if head[j] is None else head[j] + g  # type: ignore[operator]
     if scale != 1.0:
         G = G / scale
     if _world() > 1:
@@ -1066,6 +1088,7 @@ class _GradientLevel(MultiTaskStrategy):
     """Shared plumbing of the gradient-level methods: per-task gradients, combination, ``.grad`` writing."""
 
     level = "gradient"
+    batched: bool = False
 
     def forward(self, losses: Losses) -> WeightedLoss:
         raise TypeError(
@@ -1097,12 +1120,18 @@ class _GradientLevel(MultiTaskStrategy):
 
         Returns:
             ``{"weights": (n,) coefficients of the task gradients in the combined direction}``.
+
+        The per-task gradients come from one backward pass per task, or, when the strategy was built with
+        ``batched=True``, from a single ``vmap``-ed pass (``torch.autograd.grad(...,
+        is_grads_batched=True)``), falling back to the loop for operations without a batching rule.
         """
         name = type(self).__name__
         L = _stack_losses(losses, name, num_tasks=self.num_tasks, positive=self.needs_positive)
         shared = _shared_list(shared_parameters, name)
         scale = _scale_of(scaler)
-        G, others, head = _task_gradients(L, shared, scale, self._head_coef(L.shape[0]))
+        G, others, head = _task_gradients(
+            L, shared, scale, self._head_coef(L.shape[0]), batched=getattr(self, "batched", False)
+        )
         if bool(torch.isfinite(G).all()):
             u, w = self.combine(G, L.detach())
         else:  # AMP overflow: pass the non-finite values on so GradScaler skips the step
@@ -1127,8 +1156,11 @@ class GradientNormalization(_GradientLevel):
         tensor([1., 1.])
     """
 
-    def __init__(self, num_tasks: int, *, eps: float = 1e-12, rescale: str = "none") -> None:
+    def __init__(
+        self, num_tasks: int, *, eps: float = 1e-12, rescale: str = "none", batched: bool = False
+    ) -> None:
         super().__init__(num_tasks)
+        self.batched = batched
         if rescale not in ("none", "mean_norm"):
             raise ValueError(f"rescale must be 'none' or 'mean_norm', got {rescale!r}")
         self.eps = _check_eps(eps)
@@ -1150,8 +1182,9 @@ class MGDA(_GradientLevel):
     towards the task with the smallest gradient.
     """
 
-    def __init__(self, num_tasks: int, *, max_iter: int = 250) -> None:
+    def __init__(self, num_tasks: int, *, max_iter: int = 250, batched: bool = False) -> None:
         super().__init__(num_tasks)
+        self.batched = batched
         self.max_iter = max_iter
 
     def combine(self, grads: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
@@ -1165,8 +1198,9 @@ class PrimaryAuxiliaryProjection(_GradientLevel):
     ``<u, g_i> >= 0`` (:func:`primary_auxiliary_projection`).
     """
 
-    def __init__(self, num_tasks: int, *, primary: int = 0) -> None:
+    def __init__(self, num_tasks: int, *, primary: int = 0, batched: bool = False) -> None:
         super().__init__(num_tasks)
+        self.batched = batched
         if num_tasks < 2:
             raise ValueError(f"PrimaryAuxiliaryProjection needs >= 2 tasks, got {num_tasks}")
         if not 0 <= primary < num_tasks:
