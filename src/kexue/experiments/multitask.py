@@ -386,7 +386,11 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                     "largest mean paired change of a task score when the ink loss goes from "
                     f"x{cfg.small_scale:g} to x{cfg.large_scale:g}: "
                     + ", ".join(f"{sn} {d:.4f}" for sn, d in diffs.items())
-                    + f" (tolerance {cfg.invariance_tol}; equal weighting is the non-invariant control)"
+                    + f" (tolerance {cfg.invariance_tol}; equal weighting is the non-invariant control). "
+                    "For scale: largest seed std of a task score at the large scale: "
+                    + ", ".join(
+                        f"{sn} {max(table[sn + L][key + '_std'] for key in TASKS):.4f}" for sn in diffs
+                    )
                 ),
                 measured={f"max_change_{sn}": d for sn, d in diffs.items()},
             )
@@ -411,7 +415,17 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 CLAIMS["gamma_tradeoff"],
                 ARTICLE + " (5.2, item 6)",
                 holds=holds_g,
-                evidence=f"power mean of prior-normalised losses, {cfg.seeds} seeds: {sweep}",
+                evidence=(
+                    f"power mean of prior-normalised losses, {cfg.seeds} seeds: {sweep}. "
+                    f"Worst task at g={g_hi:g} vs g=0: "
+                    + {True: "higher beyond noise", False: "lower beyond noise", None: "within noise"}[
+                        worse_worst
+                    ]
+                    + "; mean task: "
+                    + {True: "higher beyond noise", False: "lower beyond noise", None: "within noise"}[
+                        mean_up
+                    ]
+                ),
                 measured={
                     "worst_g0": table[v0]["worst"],
                     "worst_gmax": table[vh]["worst"],
