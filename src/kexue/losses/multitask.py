@@ -1009,8 +1009,25 @@ def _scale_of(scaler: Any) -> float:
     return float(scaler.get_scale())
 
 
+def _loss_items(losses: Losses, stacked: Tensor) -> list[Tensor]:
+    """The individual scalar losses as given (not ``stacked[i]``).
+
+    Differentiating ``stacked[i]`` would send zero gradients through every other task's head (the backward of
+    ``torch.stack`` feeds all its inputs); the original tensors keep each per-task pass to its own graph.
+    """
+    if isinstance(losses, Tensor):
+        return list(stacked.unbind(0))
+    return list(losses.values()) if isinstance(losses, Mapping) else list(losses)
+
+
 def _task_gradients(
-    losses: Tensor, shared: list[Tensor], scale: float, head_coef: Tensor | None, *, batched: bool = False
+    losses: Tensor,
+    shared: list[Tensor],
+    scale: float,
+    head_coef: Tensor | None,
+    *,
+    batched: bool = False,
+    items: Sequence[Tensor] | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
     """Per-task gradients over ``shared`` (unscaled, ``(n, D)``) and the (scaled) gradients of the other
     leaves.
@@ -1050,7 +1067,8 @@ def _task_gradients(
             done = True
     if not done:
         for i in range(n):
-            li = losses[i] * scale if scale != 1.0 else losses[i]
+            li = losses[i] if items is None else items[i]
+            li = li * scale if scale != 1.0 else li
             gs = torch.autograd.grad(li, inputs, retain_graph=i < n - 1, allow_unused=True)
             off = 0
             for g, p in zip(gs[:k], shared):
@@ -1130,7 +1148,12 @@ class _GradientLevel(MultiTaskStrategy):
         shared = _shared_list(shared_parameters, name)
         scale = _scale_of(scaler)
         G, others, head = _task_gradients(
-            L, shared, scale, self._head_coef(L.shape[0]), batched=getattr(self, "batched", False)
+            L,
+            shared,
+            scale,
+            self._head_coef(L.shape[0]),
+            batched=getattr(self, "batched", False),
+            items=_loss_items(losses, L),
         )
         if bool(torch.isfinite(G).all()):
             u, w = self.combine(G, L.detach())
@@ -1290,6 +1313,7 @@ class GradNorm(_GradientLevel):
         self, losses: Losses, shared_parameters: Iterable[Tensor] | None = None, *, scaler: Any = None
     ) -> dict[str, Tensor]:
         L = _stack_losses(losses, "GradNorm", num_tasks=self.num_tasks, positive=True)
+        items = _loss_items(losses, L)
         shared = _shared_list(shared_parameters, "GradNorm")
         if self.layer == "last":
             mats = [p for p in shared if p.dim() >= 2]
@@ -1300,7 +1324,7 @@ class GradNorm(_GradientLevel):
         n = L.shape[0]
         norms = []
         for i in range(n):
-            gs = torch.autograd.grad(L[i] * scale, W, retain_graph=True, allow_unused=True)
+            gs = torch.autograd.grad(items[i] * scale, W, retain_graph=True, allow_unused=True)
             sq = torch.zeros((), dtype=torch.float64, device=L.device)
             for g in gs:
                 if g is not None:
