@@ -11,6 +11,7 @@ from .contrastive import (
     info_nce_from_logits,
 )
 from .cosine import NegativeCosineSimilarity, NormalizedMSELoss, negative_cosine_similarity, normalized_mse
+from . import multitask
 
 __all__ = [
     "FlatNCELoss",
@@ -23,6 +24,7 @@ __all__ = [
     "gather_with_grad",
     "info_nce",
     "info_nce_from_logits",
+    "multitask",
     "negative_cosine_similarity",
     "normalized_mse",
     "tailr_loss",
