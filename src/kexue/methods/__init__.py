@@ -1,1 +1,5 @@
 """methods layer."""
+
+from .ign import IGN, FrequencyNoise, gaussian_noise, ign_iterate, ign_loss
+
+__all__ = ["IGN", "FrequencyNoise", "gaussian_noise", "ign_iterate", "ign_loss"]
