@@ -10,16 +10,17 @@ With a distance ``D`` (per sample) and ``delta_theta(y) = D(f_theta(y), y)``, th
     L_tight = -E_z D(f_theta(sg f_theta'(z)), sg f_theta'(z))      gradient only through the OUTER f
     L       = lambda_rec L_rec + lambda_idem L_idem + lambda_tight L_tight
 
-where ``theta'`` is a frozen copy of ``theta`` (same values, no gradient). The frozen copy is implemented without
-copying any weight: the copy's forward pass is :func:`torch.func.functional_call` on the same module with
-``p.detach()`` of every parameter (and clones of the buffers, so a BatchNorm copy's running-statistics update is
-discarded exactly as the paper's ``f_copy.load_state_dict(f.state_dict())`` per step discards it).
+where ``theta'`` is a frozen copy of ``theta`` (same values, no gradient). The frozen copy is implemented
+without copying any weight: the copy's forward pass is :func:`torch.func.functional_call` on the same module
+with ``p.detach()`` of every parameter (and clones of the buffers, so a BatchNorm copy's running-statistics
+update is discarded exactly as the paper's ``f_copy.load_state_dict(f.state_dict())`` per step discards it).
 
 Su's article shows that this is a GAN whose critic is the reconstruction energy ``delta`` with all parameters
 shared between generator and critic, and gives a copy-free single loss built from the identity
 ``grad[delta(y) - delta(sg y)] = inner-only gradient of delta(y)``::
 
-    L = lambda_rec delta(x) + lambda_idem [delta(y) - delta(sg y)] + lambda_tight L_tight(delta(sg y)),  y = f(z)
+    L = lambda_rec delta(x) + lambda_idem [delta(y) - delta(sg y)] + lambda_tight L_tight(delta(sg y))
+    with y = f(z)
 
 (``form="copy_free"``; with unit weights and no clamp this is Su's ``delta(x) - 2 delta(sg y) + delta(y)``).
 
@@ -61,7 +62,7 @@ _EPS = 1e-6
 
 
 def _per_sample_distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
-    """``D(a, b)`` per sample: mean |a-b| (``"l1"``) or mean (a-b)^2 (``"l2"``, MSE) over all but dim 0 -> (B,)."""
+    """Per-sample ``D(a, b)`` (B,): mean |a-b| (``"l1"``) or mean (a-b)^2 (``"l2"``) over all but dim 0."""
     diff = a - b
     d = diff.abs() if kind == "l1" else diff.square()
     return d.flatten(1).mean(1)
@@ -70,8 +71,9 @@ def _per_sample_distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
 def _frozen_forward(model: nn.Module, y: Tensor) -> Tensor:
     """``f_theta'(y)``: the same module run with detached parameters and cloned buffers (no weight copy).
 
-    Gradients flow into ``y`` but never into the module's parameters. Buffers are cloned so BatchNorm's running
-    statistics update during this call is thrown away, as with a ``load_state_dict`` copy refreshed every step.
+    Gradients flow into ``y`` but never into the module's parameters. Buffers are cloned so BatchNorm's
+    running-statistics update during this call is thrown away, as with a ``load_state_dict`` copy refreshed
+    every step.
     """
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = {name: b.clone() for name, b in model.named_buffers()}
@@ -99,7 +101,11 @@ def _validate(
 ) -> None:
     if distance not in _DISTANCES:
         raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}")
-    for name, value in (("lambda_rec", lambda_rec), ("lambda_idem", lambda_idem), ("lambda_tight", lambda_tight)):
+    for name, value in (
+        ("lambda_rec", lambda_rec),
+        ("lambda_idem", lambda_idem),
+        ("lambda_tight", lambda_tight),
+    ):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise TypeError(f"{name} must be a float, got {type(value).__name__}")
         if value < 0:
@@ -126,10 +132,13 @@ def _ign_core(
     form: str,
 ) -> dict[str, Tensor]:
     if x.dim() < 2 or z.shape[1:] != x.shape[1:]:
-        raise ValueError(f"z must have the shape of x past the batch dim: x {tuple(x.shape)}, z {tuple(z.shape)}")
+        raise ValueError(
+            f"z must have the shape of x past the batch dim: x {tuple(x.shape)}, z {tuple(z.shape)}"
+        )
     if tight_clamp is not None and clamp_denominator == "rec" and x.shape[0] != z.shape[0]:
         raise ValueError(
-            "clamp_denominator='rec' pairs each noise sample with a real one: x and z need the same batch size, "
+            "clamp_denominator='rec' pairs each noise sample with a real one: x and z need the same batch "
+            "size, "
             f"got {x.shape[0]} and {z.shape[0]}"
         )
     # reconstruction: delta(x) reaches theta through f(x)
@@ -142,7 +151,7 @@ def _ign_core(
     f_fz_sg = model(fz_sg)
     tight_raw_i = _per_sample_distance(f_fz_sg, fz_sg, distance)  # delta(sg y), (B,)
     if form == "frozen_copy":
-        # idempotence: the FROZEN f applied to y (not detached), so the gradient flows only through the inner f
+        # idempotence: the FROZEN f applied to y (not detached): the gradient flows only through the inner f
         idem_i = _per_sample_distance(_frozen_forward(model, fz), fz, distance)
     else:
         # Su's copy-free identity: grad[delta(y) - delta(sg y)] is the inner-only gradient of delta(y). Adding
@@ -201,8 +210,8 @@ def ign_loss(
         negative) tightness loss, ``tight_raw`` the detached unclamped ``D(f(sg y), sg y)``.
 
     Raises:
-        ValueError: unknown distance/denominator/form, negative weight, non-positive clamp, a model whose output
-            shape differs from its input's, or mismatched x/z shapes.
+        ValueError: unknown distance/denominator/form, negative weight, non-positive clamp, a model whose
+            output shape differs from its input's, or mismatched x/z shapes.
 
     Example:
         >>> import torch
@@ -234,8 +243,8 @@ def ign_iterate(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, *, ste
     """Apply f repeatedly: ``[f(x), f(f(x)), ..., f^steps(x)]``, without gradient.
 
     One step from noise is IGN's generator (``x = f(z)``); further steps are the paper's refinement
-    ``f(f(z))``; from a corrupted image it is the projection onto the learned set. The model is run in its current
-    mode: call ``model.eval()`` first to use BatchNorm running statistics.
+    ``f(f(z))``; from a corrupted image it is the projection onto the learned set. The model is run in its
+    current mode: call ``model.eval()`` first to use BatchNorm running statistics.
 
     Args:
         model: f, shape-preserving.
@@ -280,12 +289,12 @@ def gaussian_noise(
 
 
 class FrequencyNoise(nn.Module):
-    """The paper's noise: Gaussians with the real images' per-frequency statistics, back through an inverse FFT.
+    """The paper's noise: Gaussians with the real images' per-frequency statistics, through an inverse FFT.
 
-    Fit: ``X = fft2(images)`` over the last two dims; per frequency (and channel) the mean and standard deviation
-    of ``Re X`` and ``Im X``. Sample: draw ``Re, Im ~ N(mean, std)`` independently per frequency and return
-    ``Re(ifft2(Re + i Im))`` (as xyfJASON's reimplementation does; the real part of a non-Hermitian spectrum has a
-    smaller variance than the images, which the paper's formulation keeps).
+    Fit: ``X = fft2(images)`` over the last two dims; per frequency (and channel) the mean and standard
+    deviation of ``Re X`` and ``Im X``. Sample: draw ``Re, Im ~ N(mean, std)`` independently per frequency and
+    return ``Re(ifft2(Re + i Im))`` (as xyfJASON's reimplementation does; the real part of a non-Hermitian
+    spectrum has a smaller variance than the images, which the paper's formulation keeps).
 
     Args:
         images: ``(N, C, H, W)`` real images, scaled as the model sees them (``[-1, 1]``); the paper's
@@ -323,7 +332,11 @@ class FrequencyNoise(nn.Module):
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         shape = (n, *self.mean_real.shape)
-        kw: dict[str, Any] = {"generator": generator, "device": self.mean_real.device, "dtype": self.mean_real.dtype}
+        kw: dict[str, Any] = {
+            "generator": generator,
+            "device": self.mean_real.device,
+            "dtype": self.mean_real.dtype,
+        }
         real = self.mean_real + self.std_real * torch.randn(shape, **kw)
         imag = self.mean_imag + self.std_imag * torch.randn(shape, **kw)
         return torch.fft.ifft2(torch.complex(real, imag)).real
@@ -346,8 +359,8 @@ class IGN(nn.Module):
         model: f, shape-preserving, e.g. :class:`kexue.modules.DCGANAutoencoder`.
         distance, lambda_rec, lambda_idem, lambda_tight, tight_clamp, clamp_denominator, form: as in
             :func:`ign_loss`.
-        noise: draws ``z`` when :meth:`forward` is called without one: a callable ``noise(n) -> (n, *S)`` such as
-            a :class:`FrequencyNoise`; ``None`` draws ``N(0, I)`` of the shape of ``x``.
+        noise: draws ``z`` when :meth:`forward` is called without one: a callable ``noise(n) -> (n, *S)``
+            such as a :class:`FrequencyNoise`; ``None`` draws ``N(0, I)`` of the shape of ``x``.
 
     Example:
         >>> import torch
@@ -389,7 +402,7 @@ class IGN(nn.Module):
 
     @classmethod
     def paper(cls, model: nn.Module, **overrides: Any) -> IGN:
-        """The paper's configuration: L1 distance, lambda_rec = lambda_idem = 20, lambda_tight = 2.5, a = 1.5."""
+        """The paper's configuration: L1, lambda_rec = lambda_idem = 20, lambda_tight = 2.5, a = 1.5."""
         kw: dict[str, Any] = {
             "distance": "l1",
             "lambda_rec": 20.0,
@@ -445,6 +458,7 @@ class IGN(nn.Module):
     def extra_repr(self) -> str:
         clamp = "none" if self.tight_clamp is None else f"{self.tight_clamp} ({self.clamp_denominator})"
         return (
-            f"distance={self.distance!r}, lambdas=({self.lambda_rec}, {self.lambda_idem}, {self.lambda_tight}), "
+            f"distance={self.distance!r}, "
+            f"lambdas=({self.lambda_rec}, {self.lambda_idem}, {self.lambda_tight}), "
             f"tight_clamp={clamp}, form={self.form!r}"
         )

@@ -1,8 +1,8 @@
 """DCGAN-style convolutional autoencoder for 28x28 images, the network f of an Idempotent Generative Network.
 
-IGN (Shocher et al., ICLR 2024, arXiv 2311.01462; kexue.fm/archives/9969) uses one network whose input and output
-have the shape of an image: the encoder is the DCGAN discriminator body down to a 1x1 latent, the decoder is the
-DCGAN generator with a tanh output, for data scaled to [-1, 1].
+IGN (Shocher et al., ICLR 2024, arXiv 2311.01462; kexue.fm/archives/9969) uses one network whose input and
+output have the shape of an image: the encoder is the DCGAN discriminator body down to a 1x1 latent, the
+decoder is the DCGAN generator with a tanh output, for data scaled to [-1, 1].
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _norm(kind: Norm, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
-        # 8 groups when they divide the width (always for widths that are multiples of 8), else one per channel pair
+        # 8 groups when they divide the width, else one group per pair of channels
         groups = 8 if channels % 8 == 0 else max(1, channels // 2)
         return nn.GroupNorm(groups, channels)
     return nn.Identity()
@@ -44,9 +44,8 @@ class DCGANAutoencoder(nn.Module):
         in_channels: image channels ``C`` (1 for MNIST).
         width: channels ``w`` of the first conv (DCGAN uses 64).
         latent_dim: channels of the 1x1 bottleneck.
-        norm: ``"batch"`` (DCGAN), ``"group"`` (batch-independent: every forward call gives the same output for a
-            sample whatever else is in the batch, which IGN's separate calls on x, z and f(z) benefit from) or
-            ``"none"``.
+        norm: ``"batch"`` (DCGAN), ``"group"`` (batch-independent: a sample's output does not depend on the
+            rest of the batch, which suits IGN's separate calls on x, z and f(z)) or ``"none"``.
         image_size: 28 (default) or 32 (the 7x7 bottleneck conv becomes 8x8).
 
     Shapes:
@@ -121,4 +120,7 @@ class DCGANAutoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, width={self.width}, latent_dim={self.latent_dim}, norm={self.norm!r}"
+        return (
+            f"in_channels={self.in_channels}, width={self.width}, latent_dim={self.latent_dim}, "
+            f"norm={self.norm!r}"
+        )
