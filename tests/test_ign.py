@@ -27,7 +27,7 @@ def _mlp(dtype: torch.dtype = torch.float64) -> nn.Module:
 
 
 class Recorder(nn.Module):
-    """Wraps f and logs each call: input (x, z or y), live or frozen parameters, input detached, output grad."""
+    """Wraps f and logs each call: input (x, z or y), live/frozen parameters, input detached, output grad."""
 
     def __init__(self, net: nn.Module, x: Tensor, z: Tensor) -> None:
         super().__init__()
