@@ -418,3 +418,14 @@ def test_gradcheck_float64_wrt_data(kw: dict) -> None:
     x = torch.randn(3, D_IN, dtype=torch.float64, requires_grad=True)
     z = torch.randn(3, D_IN, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda a: ign_loss(f, a, z, **kw)["loss"], (x,))
+
+
+def test_docs_example_runs() -> None:
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "ign.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    assert blocks
+    for code in blocks:
+        exec(compile(code, str(doc), "exec"), {})
