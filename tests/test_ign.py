@@ -148,8 +148,8 @@ def test_clamp_bounds_tight_by_a_times_rec() -> None:
         out = ign_loss(f, x, z, tight_clamp=a)
         if a == 0.1:  # here the raw term alone would exceed the bound, so the clamp is active
             assert out["tight_raw"].item() > a * out["rec"].item()
-        assert float(out["tight"]) >= -a * float(out["rec"]) - 1e-12
-        assert float(out["tight"]) < 0
+        assert out["tight"].item() >= -a * out["rec"].item() - 1e-12
+        assert out["tight"].item() < 0
 
 
 @given(a=st.floats(0.1, 5.0), scale=st.floats(0.01, 10.0), n=st.integers(2, 6))
