@@ -1,10 +1,8 @@
 """nn.Modules with parameters: backbones, heads, encoders."""
 
+from .autoencoder import DCGANAutoencoder
 from .cnn import SmallCNN
 from .text import EmbeddingBagClassifier
-
-__all__ = ["EmbeddingBagClassifier", "SmallCNN"]
-
 from .heads import (
     BYOLPredictionHead,
     BYOLProjectionHead,
@@ -14,11 +12,14 @@ from .heads import (
     convert_sync_batchnorm,
 )
 
-__all__ += [
+__all__ = [
     "BYOLPredictionHead",
     "BYOLProjectionHead",
+    "DCGANAutoencoder",
+    "EmbeddingBagClassifier",
     "SimSiamPredictionHead",
     "SimSiamProjectionHead",
+    "SmallCNN",
     "SyncBatchNorm1d",
     "convert_sync_batchnorm",
 ]

@@ -62,7 +62,9 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
         )
         self.head: nn.Module = (
-            nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes)) if num_classes else nn.Identity()
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
+            if num_classes
+            else nn.Identity()
         )
 
     def features(self, x: Tensor) -> Tensor:
