@@ -1,12 +1,14 @@
 """Offline real datasets: a verified cache of registry packages and loaders returning tensors."""
 
 from .images import FASHION_CLASSES, MNIST_CLASSES, load_fashion_mnist, load_mnist, load_multimnist, read_idx
+from .models import SMOLLM2_GGUF, load_minilm, load_smollm2, smollm2_fp32_dir
 from .sources import SOURCES, DataError, data_root, fetch, require, status
 from .text import TWEET_CLASSES, load_chinese_reviews, load_imdb, load_tweets
 
 __all__ = [
     "FASHION_CLASSES",
     "MNIST_CLASSES",
+    "SMOLLM2_GGUF",
     "SOURCES",
     "TWEET_CLASSES",
     "DataError",
@@ -15,10 +17,13 @@ __all__ = [
     "load_chinese_reviews",
     "load_fashion_mnist",
     "load_imdb",
+    "load_minilm",
     "load_mnist",
     "load_multimnist",
+    "load_smollm2",
     "load_tweets",
     "read_idx",
     "require",
+    "smollm2_fp32_dir",
     "status",
 ]

@@ -3,3 +3,6 @@
 from .cnn import SmallCNN
 
 __all__ = ["SmallCNN"]
+from .prompt import PromptEncoder, PromptKind, TokenRows, splice_prompts
+
+__all__ += ["PromptEncoder", "PromptKind", "TokenRows", "splice_prompts"]
