@@ -1,6 +1,8 @@
-"""P-tuning / PET: prompt placement, frozen-LM gradients, verbalizer scoring against manual log-probs, save/load.
+"""P-tuning / PET: prompt placement, frozen-LM gradients, verbalizer scoring against manual log-probs,
+save/load.
 
-Unit tests use tiny random-init BERT / Llama models built from configs (with the real MiniLM tokenizer files, which
+Unit tests use tiny random-init BERT / Llama models built from configs (with the real MiniLM tokenizer files,
+which
 load in well under a second); two tests load the real SmolLM2 and MiniLM files through the library loaders.
 """
 
@@ -65,7 +67,9 @@ def batch(enc: dict[str, torch.Tensor]) -> list[torch.Tensor]:
 # ------------------------------------------------------------------------------------------------ frozen LM
 @pytest.mark.parametrize("arch", ["bert", "llama"])
 @pytest.mark.parametrize("prompt", ["none", "mlp", "lstm"])
-def test_frozen_lm_only_prompt_gets_gradients_and_lm_is_bitwise_unchanged(tok: Any, arch: str, prompt: str) -> None:
+def test_frozen_lm_only_prompt_gets_gradients_and_lm_is_bitwise_unchanged(
+    tok: Any, arch: str, prompt: str
+) -> None:
     lm = tiny_bert(tok) if arch == "bert" else tiny_llama(tok)
     pattern = "{p2}{label}{p2}{text}" if arch == "bert" else "{p2}{text}{p2} it was{label}"
     pt = PTuning(lm, tok, pattern, ["bad", "good"], prompt=prompt, max_length=40, aux_weight=0.5)  # type: ignore[arg-type]
@@ -167,7 +171,8 @@ def test_prompt_vectors_land_at_template_positions(tok: Any, arch: str, pattern:
         n = len(expect_ids)
         assert ids[b, :n].tolist() == expect_ids
         assert pidx[b, :n].tolist() == expect_p
-        assert enc["attention_mask"][b, 0, :n].all() and not enc["attention_mask"][b, 0, n:].any()
+        assert enc["attention_mask"][b, 0, :n].all()
+        assert not enc["attention_mask"][b, 0, n:].any()
         for pos in range(n):
             want = vectors[expect_p[pos]] if expect_p[pos] >= 0 else tokens[expect_ids[pos]]
             torch.testing.assert_close(seen["embeds"][b, pos], want)
@@ -199,7 +204,9 @@ def _manual_full_logits(lm: Any, embeds: torch.Tensor, mask: torch.Tensor) -> to
 
 def test_mlm_scores_equal_manual_log_probs(tok: Any) -> None:
     lm = tiny_bert(tok, torch.float64)
-    pt = PTuning(lm, tok, "{p2}{label}{p2}{text}", ["bad", "good", "fine"], prompt="lstm", max_length=40).double()
+    pt = PTuning(
+        lm, tok, "{p2}{label}{p2}{text}", ["bad", "good", "fine"], prompt="lstm", max_length=40
+    ).double()
     enc = pt.encode(TEXTS)
     got = pt.predict(enc).double()
     ids = enc["input_ids"][:, 0]
@@ -331,9 +338,12 @@ def test_prompt_encoder_shapes_and_float64() -> None:
     for kind in ("none", "mlp", "lstm"):
         enc = PromptEncoder(3, 8, kind=kind).double()  # type: ignore[arg-type]
         out = enc()
-        assert out.shape == (3, 8) and out.dtype == torch.float64
+        assert out.shape == (3, 8)
+        assert out.dtype == torch.float64
     lstm = PromptEncoder(3, 8, kind="lstm")
-    assert lstm.lstm is not None and lstm.lstm.num_layers == 2 and lstm.lstm.bidirectional
+    assert lstm.lstm is not None
+    assert lstm.lstm.num_layers == 2
+    assert lstm.lstm.bidirectional
     assert lstm.lstm.hidden_size == 4
 
 
@@ -351,11 +361,16 @@ def test_real_smollm2_loads_and_scores() -> None:
         lm, tk = load_smollm2()
     except DataError as e:  # pragma: no cover - data cache missing
         pytest.skip(str(e))
-    assert type(lm).__name__ == "LlamaForCausalLM" and lm.config.vocab_size == 49152
-    assert lm.config.hidden_size == 576 and lm.config.num_hidden_layers == 30
-    pt = PTuning(lm, tk, "{text} Overall, the movie was{label}", [" terrible", " great"], prompt="mlp", max_length=32)
+    assert type(lm).__name__ == "LlamaForCausalLM"
+    assert lm.config.vocab_size == 49152
+    assert lm.config.hidden_size == 576
+    assert lm.config.num_hidden_layers == 30
+    pt = PTuning(
+        lm, tk, "{text} Overall, the movie was{label}", [" terrible", " great"], prompt="mlp", max_length=32
+    )
     scores = pt.predict(pt.encode(["I loved every minute of this wonderful film."]))
-    assert torch.isfinite(scores).all() and float(scores[0, 1]) > float(scores[0, 0])
+    assert torch.isfinite(scores).all()
+    assert float(scores[0, 1]) > float(scores[0, 0])
 
 
 def test_real_minilm_loads_encoder_weights_with_tied_decoder() -> None:
@@ -366,7 +381,11 @@ def test_real_minilm_loads_encoder_weights_with_tied_decoder() -> None:
     from safetensors.torch import load_file
 
     ref = load_file(str(require("minilm") / "model.safetensors"))
-    assert torch.equal(lm.bert.encoder.layer[5].output.dense.weight, ref["encoder.layer.5.output.dense.weight"])
-    assert lm.cls.predictions.decoder.weight.data_ptr() == lm.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert torch.equal(
+        lm.bert.encoder.layer[5].output.dense.weight, ref["encoder.layer.5.output.dense.weight"]
+    )
+    assert (
+        lm.cls.predictions.decoder.weight.data_ptr() == lm.bert.embeddings.word_embeddings.weight.data_ptr()
+    )
     pt = PTuning(lm, tk, "{p2}{label}{text}", ["bad", "good"], max_length=32)
     assert torch.isfinite(pt.predict(pt.encode(TEXTS))).all()

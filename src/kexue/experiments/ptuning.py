@@ -1,38 +1,48 @@
 """P-tuning vs PET on real pretrained LMs, few-shot IMDB (and Chinese reviews at ``full``).
 
-Article: Su Jianlin, "P-tuning：自动构建模版，释放语言模型潜能", https://kexue.fm/archives/8295 (P-tuning paper:
-arXiv 2103.10385). Su's table (Chinese sentiment, ~200 labels, test accuracy): PET zero-shot 84.27, PET few-shot
+Article: Su Jianlin, "P-tuning：自动构建模版，释放语言模型潜能", https://kexue.fm/archives/8295 (P-tuning
+paper:
+arXiv 2103.10385). Su's table (Chinese sentiment, ~200 labels, test accuracy): PET zero-shot 84.27, PET
+few-shot
 (best hand-written template) 89.18, BERT + P-tuning 89.75, GPT + P-tuning 88.51.
 
 Models (the only pretrained LMs available offline, see the data docs): the "GPT" is SmolLM2-135M-Instruct
 (``LlamaForCausalLM``, dequantised from GGUF Q4_1); the "BERT" is the all-MiniLM-L6-v2 encoder (22M) whose
 masked-LM head is missing from the package and is **fitted here** (transform + bias, encoder frozen, on IMDB
-training text; ``_lm_head.py``). It is a real pretrained encoder with a fitted head, not an original MLM, and it was
+training text; ``_lm_head.py``). It is a real pretrained encoder with a fitted head, not an original MLM, and
+it was
 fine-tuned for sentence similarity, so its cloze ability is weak. The two models differ in size and kind (135M
 decoder vs 22M encoder), unlike Su's same-size pair.
 
 Variants, all with the same few-shot sample, steps, batch size and test set per seed:
-``zeroshot`` (PET, hand-written template, no training; two templates per model, seed-independent), ``pet_ft`` (PET
-fine-tuning of the whole LM on the first hand-written template), ``pt_none`` / ``pt_mlp`` / ``pt_lstm`` (P-tuning
+``zeroshot`` (PET, hand-written template, no training; two templates per model, seed-independent), ``pet_ft``
+(PET
+fine-tuning of the whole LM on the first hand-written template), ``pt_none`` / ``pt_mlp`` / ``pt_lstm``
+(P-tuning
 with the LM frozen: free vectors / MLP / BiLSTM+MLP encoder; Su's layouts: BERT ``{p4}{label}{p4}{text}``, GPT
 ``{p4}{text}{p4}{label}``; hand-picked label words as Su recommends with few labels), ``probe`` (logistic
 regression on mean-pooled frozen LM features).
 
 Claims and thresholds (fixed before any run):
 
-* ``ptuning_vs_handwritten_{bert,gpt}``: "P-tuning >= the best hand-written template". Best P-tuning variant vs best
+* ``ptuning_vs_handwritten_{bert,gpt}``: "P-tuning >= the best hand-written template". Best P-tuning variant
+  vs best
   hand-written result (max over both zero-shot templates and PET fine-tuning), by mean test accuracy at the
   largest few-shot size of the run; both sides pick their best of three the same way. Tolerance 1 point (Su's
-  gaps are ~0.5 points, so ">=" is read as "not more than 1 point below"): reproduced when the P-tuning seeds are
+  gaps are ~0.5 points, so ">=" is read as "not more than 1 point below"): reproduced when the P-tuning seeds
+  are
   above ``best_hand - 0.01`` beyond 2 standard errors, not reproduced when below it beyond 2 standard errors,
   inconclusive otherwise (``compare``).
 * ``gpt_close_to_bert``: "with P-tuning GPT gets close to BERT". Su's gap is 1.24 points; "close" = GPT's best
   P-tuning mean accuracy above BERT's minus 2 points, decided the same way.
 
 CPU budget: ``quick`` uses 32 labels, 64-token sequences, 12 optimiser steps and 200 test reviews; with such
-budgets seed noise is several points and verdicts are often inconclusive; that is reported as such. Model selection
-uses no validation set (the final model is evaluated), unlike Su's best-validation-epoch checkpoints. Each run's
-result is stored under ``runs/`` so ``resume=True`` skips finished runs (trained LM weights are not checkpointed:
+budgets seed noise is several points and verdicts are often inconclusive; that is reported as such. Model
+selection
+uses no validation set (the final model is evaluated), unlike Su's best-validation-epoch checkpoints. Each
+run's
+result is stored under ``runs/`` so ``resume=True`` skips finished runs (trained LM weights are not
+checkpointed:
 a frozen-LM checkpoint would hold the whole LM).
 """
 
@@ -58,8 +68,8 @@ ORDER = 90
 TITLE = "P-tuning vs PET on real pretrained LMs, few-shot"
 ARTICLE = "https://kexue.fm/archives/8295"
 CLAIMS = {
-    "ptuning_vs_handwritten_bert": "BERT + P-tuning (LM frozen) >= the best hand-written PET template, few-shot.",
-    "ptuning_vs_handwritten_gpt": "GPT + P-tuning (LM frozen) >= the best hand-written PET template, few-shot.",
+    "ptuning_vs_handwritten_bert": "BERT + P-tuning (LM frozen) >= the best hand-written PET template.",
+    "ptuning_vs_handwritten_gpt": "GPT + P-tuning (LM frozen) >= the best hand-written PET template.",
     "gpt_close_to_bert": "With P-tuning, GPT gets close to BERT (within 2 points) on few-shot sentiment.",
 }
 
@@ -78,10 +88,14 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         },
     },
     "chinese": {
-        # MiniLM's uncased English vocabulary maps most CJK characters (很, 好, 满, 意...) to [UNK]: no BERT run
+        # MiniLM's uncased English vocabulary maps most CJK characters (很, 好, 满, 意...) to [UNK]: no BERT
+        # run
         "bert": None,
-        "gpt": {"hand": ["评论：{text}\n总之，我觉得{label}", "{text}这个东西{label}"], "ptuning": "{p4}{text}{p4}{label}",
-                "verbalizer": ["差", "好"]},
+        "gpt": {
+            "hand": ["评论：{text}\n总之，我觉得{label}", "{text}这个东西{label}"],
+            "ptuning": "{p4}{text}{p4}{label}",
+            "verbalizer": ["差", "好"],
+        },
     },
 }
 
@@ -121,7 +135,7 @@ class Config:
     lr_lm: float = 3e-5
     bert_variants: tuple[str, ...] = ("zeroshot", "pet_ft", "pt_none", "pt_mlp", "pt_lstm", "probe")
     gpt_variants: tuple[str, ...] = ("zeroshot", "pt_mlp", "probe")
-    head_texts: int = 2048
+    head_texts: int = 1024
     head_epochs: int = 2
 
 
@@ -162,8 +176,14 @@ def _tiny_models() -> dict[str, tuple[nn.Module, Any]]:
     from kexue.data import require
 
     tok = transformers.AutoTokenizer.from_pretrained(require("minilm"))
-    common = dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, max_position_embeddings=128)
+    common: dict[str, Any] = dict(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     from kexue.data import SMOLLM2_GGUF, smollm2_fp32_dir
 
     cached = smollm2_fp32_dir()
@@ -184,7 +204,7 @@ def _real_models(cfg: Config) -> dict[str, tuple[nn.Module, Any]]:
     from ._lm_head import load_minilm_mlm
 
     return {
-        "bert": load_minilm_mlm(n_texts=cfg.head_texts, epochs=cfg.head_epochs),
+        "bert": load_minilm_mlm(n_texts=cfg.head_texts, epochs=cfg.head_epochs, max_length=cfg.max_length),
         "gpt": load_smollm2(),
     }
 
@@ -230,7 +250,8 @@ def _train(pt: PTuning, texts: list[str], y: Tensor, cfg: Config, seed: int, nam
 def _probe(
     lm: nn.Module, tok: Any, tr: list[str], y: Tensor, te: list[str], te_y: Tensor, cfg: Config, seed: int
 ) -> float:
-    """Logistic regression on standardised mean-pooled features of the frozen LM (full batch, 100 AdamW steps)."""
+    """Logistic regression on standardised mean-pooled features of the frozen LM (full batch, 100 AdamW
+    steps)."""
     f_tr = extract_features(lm, tok, tr, max_length=cfg.max_length)
     f_te = extract_features(lm, tok, te, max_length=cfg.max_length)
     mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
@@ -241,9 +262,18 @@ def _probe(
         return {"loss": nn.functional.cross_entropy(m((b[0] - mu) / sd), b[1])}
 
     reps = 100  # 100 full-batch steps in one epoch (one log line)
-    fit(clf, [f_tr.repeat(reps, 1), y.repeat(reps)], epochs=1, batch_size=len(tr), step=step, seed=seed,
-        name="probe", progress=False, device="cpu",
-        optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=1e-2))
+    fit(
+        clf,
+        [f_tr.repeat(reps, 1), y.repeat(reps)],
+        epochs=1,
+        batch_size=len(tr),
+        step=step,
+        seed=seed,
+        name="probe",
+        progress=False,
+        device="cpu",
+        optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=1e-2),
+    )
     with torch.no_grad():
         return float((clf((f_te - mu) / sd).argmax(-1) == te_y).float().mean())
 
@@ -263,7 +293,9 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
     for lm, _ in models.values():
         lm.cpu().eval()
         lm.requires_grad_(False)
-    initial = {k: {n: p.detach().clone() for n, p in lm.state_dict().items()} for k, (lm, _) in models.items()}
+    initial = {
+        k: {n: p.detach().clone() for n, p in lm.state_dict().items()} for k, (lm, _) in models.items()
+    }
     results: dict[str, Any] = {}
     losses: dict[str, list[float]] = {}
     for ds in cfg.datasets:
@@ -281,7 +313,9 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                     templates = spec["hand"] if var == "zeroshot" else [spec["hand"][0]]
                     for ti, tmpl in enumerate(templates):
                         for i in seeds:
-                            key = f"{ds}/{mk}/n{n}/{var}" + (f"/t{ti}" if var == "zeroshot" else "") + f"/s{i}"
+                            key = (
+                                f"{ds}/{mk}/n{n}/{var}" + (f"/t{ti}" if var == "zeroshot" else "") + f"/s{i}"
+                            )
                             if var == "zeroshot" and n != cfg.n_train[0]:
                                 continue  # zero-shot does not depend on n
                             path = runs_dir / (key.replace("/", "_") + ".json")
@@ -298,7 +332,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                                 seed_all(seed)
                                 lm.requires_grad_(var == "pet_ft")
                                 pt = PTuning(
-                                    lm, tok,
+                                    lm,
+                                    tok,
                                     spec["ptuning"] if var.startswith("pt_") else tmpl,
                                     spec["verbalizer"],
                                     prompt=var[3:] if var.startswith("pt_") else "none",  # type: ignore[arg-type]
@@ -375,31 +410,55 @@ def _claims(cfg: Config, metrics: dict[str, Any]) -> list[Any]:
         best_pt[mk] = p
         cid = f"ptuning_vs_handwritten_{mk}"
         if p is None or h is None:
-            out.append(claim(cid, CLAIMS[cid], ARTICLE, holds=None, evidence="variants not run in this preset"))
+            out.append(
+                claim(cid, CLAIMS[cid], ARTICLE, holds=None, evidence="variants not run in this preset")
+            )
             continue
         holds = compare(p[1], h[1], margin=-0.01)
         mp, sp = mean_std(p[1])
         mh, sh = mean_std(h[1])
-        out.append(claim(
-            cid, CLAIMS[cid], ARTICLE, holds=holds,
-            evidence=(f"{ds}, {n} labels, {len(p[1])} seeds: best P-tuning {p[0]} {mp:.3f}±{sp:.3f} vs best "
-                      f"hand-written {h[0]} {mh:.3f}±{sh:.3f} (tolerance 1 point; "
-                      f"{cfg.n_test} test reviews, {cfg.steps} steps)"),
-            measured={"ptuning": mp, "ptuning_std": sp, "handwritten": mh, "handwritten_std": sh},
-        ))
+        out.append(
+            claim(
+                cid,
+                CLAIMS[cid],
+                ARTICLE,
+                holds=holds,
+                evidence=(
+                    f"{ds}, {n} labels, {len(p[1])} seeds: best P-tuning {p[0]} {mp:.3f}±{sp:.3f} vs best "
+                    f"hand-written {h[0]} {mh:.3f}±{sh:.3f} (tolerance 1 point; "
+                    f"{cfg.n_test} test reviews, {cfg.steps} steps)"
+                ),
+                measured={"ptuning": mp, "ptuning_std": sp, "handwritten": mh, "handwritten_std": sh},
+            )
+        )
     b, g = best_pt["bert"], best_pt["gpt"]
     if b is None or g is None:
-        out.append(claim("gpt_close_to_bert", CLAIMS["gpt_close_to_bert"], ARTICLE, holds=None,
-                         evidence="P-tuning not run for both models"))
+        out.append(
+            claim(
+                "gpt_close_to_bert",
+                CLAIMS["gpt_close_to_bert"],
+                ARTICLE,
+                holds=None,
+                evidence="P-tuning not run for both models",
+            )
+        )
     else:
         mb, sb = mean_std(b[1])
         mg, sg = mean_std(g[1])
-        out.append(claim(
-            "gpt_close_to_bert", CLAIMS["gpt_close_to_bert"], ARTICLE, holds=compare(g[1], b[1], margin=-0.02),
-            evidence=(f"{ds}, {n} labels: GPT (SmolLM2-135M) {g[0]} {mg:.3f}±{sg:.3f} vs BERT (MiniLM-L6, fitted "
-                      f"head) {b[0]} {mb:.3f}±{sb:.3f}; 'close' = above BERT - 2 points beyond noise"),
-            measured={"gpt": mg, "gpt_std": sg, "bert": mb, "bert_std": sb},
-        ))
+        out.append(
+            claim(
+                "gpt_close_to_bert",
+                CLAIMS["gpt_close_to_bert"],
+                ARTICLE,
+                holds=compare(g[1], b[1], margin=-0.02),
+                evidence=(
+                    f"{ds}, {n} labels: GPT (SmolLM2-135M) {g[0]} {mg:.3f}±{sg:.3f} vs "
+                    f"BERT (MiniLM-L6, fitted "
+                    f"head) {b[0]} {mb:.3f}±{sb:.3f}; 'close' = above BERT - 2 points beyond noise"
+                ),
+                measured={"gpt": mg, "gpt_std": sg, "bert": mb, "bert_std": sb},
+            )
+        )
     return out
 
 
@@ -409,8 +468,12 @@ def _plot(cfg: Config, metrics: dict[str, Any], out_dir: Path) -> str:
     for ax, key in zip(axes[0], keys):
         row = metrics["accuracy"][key]
         names = list(row)
-        ax.bar(range(len(names)), [row[k]["mean"] for k in names], yerr=[row[k]["std"] for k in names],
-               color=["tab:grey" if k.startswith(("zeroshot", "pet")) else "tab:blue" for k in names])
+        ax.bar(
+            range(len(names)),
+            [row[k]["mean"] for k in names],
+            yerr=[row[k]["std"] for k in names],
+            color=["tab:grey" if k.startswith(("zeroshot", "pet")) else "tab:blue" for k in names],
+        )
         for j, k in enumerate(names):
             ax.plot([j] * len(row[k]["seeds"]), row[k]["seeds"], "k.", ms=3)
         ax.axhline(0.5, color="red", ls=":", lw=1)

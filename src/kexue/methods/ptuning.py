@@ -1,15 +1,19 @@
-"""PET and P-tuning on any transformers causal or masked LM: templates, verbalizers, prompts via ``inputs_embeds``.
+"""PET and P-tuning on any transformers causal or masked LM: templates, verbalizers, prompts via
+``inputs_embeds``.
 
-Article: Su Jianlin, "P-tuning：自动构建模版，释放语言模型潜能", https://kexue.fm/archives/8295; paper: Liu et al.,
+Article: Su Jianlin, "P-tuning：自动构建模版，释放语言模型潜能", https://kexue.fm/archives/8295; paper: Liu et
+al.,
 *GPT Understands, Too* (arXiv 2103.10385); PET: Schick & Schütze (arXiv 2001.07676).
 
 A classification example becomes a cloze: a :class:`Template` lays out literal words, the input ``{text}``,
-continuous prompt vectors ``{pN}`` and the label slot ``{label}`` in any order; the LM's distribution at the slot,
+continuous prompt vectors ``{pN}`` and the label slot ``{label}`` in any order; the LM's distribution at the
+slot,
 restricted to the verbalizer words (one per class), gives the class scores. For a masked LM the slot is
 ``[MASK]`` (one per label token); for a causal LM the slot must come last and the label word is predicted from
 the preceding position. :class:`PTuning` owns the LM (frozen or tuned) and the prompt parameters
 (:class:`~kexue.modules.PromptEncoder` free/MLP/BiLSTM+MLP vectors, or Su's few trainable embedding rows
-:class:`~kexue.modules.TokenRows`), and optionally adds Su's auxiliary LM / MLM loss on the rest of the sequence.
+:class:`~kexue.modules.TokenRows`), and optionally adds Su's auxiliary LM / MLM loss on the rest of the
+sequence.
 
 Design notes:
 
@@ -19,9 +23,10 @@ Design notes:
   (``lm_head`` or BERT's ``cls``): the vocabulary projection is as expensive as a small encoder's body. Models
   without those attributes fall back to the full forward (same numbers, tested).
 * Class score = log-probability of the verbalizer word under the full-vocabulary softmax (sum over its tokens
-  for multi-token words); the label loss is the cross-entropy over these class scores, i.e. PET's loss restricted
-  to the verbalizer. Multi-token verbalizers need one forward per class (each class fills the slot with its own
-  number of tokens; the masked-LM tokens are scored in parallel, PET's simple variant).
+  for multi-token words); the label loss is the cross-entropy over these class scores, i.e. PET's loss
+  restricted
+  to the verbalizer. Multi-token verbalizers need one forward per class (each class fills the slot with its
+  own number of tokens; the masked-LM tokens are scored in parallel, PET's simple variant).
 * With a frozen LM, its parameters get ``requires_grad=False``; only the prompt parameters are trainable and
   :meth:`PTuning.prompt_state_dict` saves them alone.
 """
@@ -47,7 +52,8 @@ _FIELD = re.compile(r"\{(text|label|p\d*)\}")
 
 @dataclass(frozen=True)
 class Template:
-    """A PET / P-tuning pattern: literal text, ``{text}``, ``{label}`` and ``{pN}`` (N prompt vectors) in any order.
+    """A PET / P-tuning pattern: literal text, ``{text}``, ``{label}`` and ``{pN}`` (N prompt vectors) in any
+    order.
 
     Examples: Su's BERT template ``"{p4}{label}{p4}{text}"``; his GPT template ``"{p4}{text}{p4}{label}"``; a
     hand-written PET pattern ``"{text} All in all, it was {label}."``. ``{p}`` means one vector. Whitespace in
@@ -66,7 +72,9 @@ class Template:
     def __post_init__(self) -> None:
         fields = [m.group(1) for m in _FIELD.finditer(self.pattern)]
         if fields.count("label") != 1:
-            raise ValueError(f"template must contain the label slot '{{label}}' exactly once, got {self.pattern!r}")
+            raise ValueError(
+                f"template must contain the label slot '{{label}}' exactly once, got {self.pattern!r}"
+            )
         if fields.count("text") != 1:
             raise ValueError(f"template must contain '{{text}}' exactly once, got {self.pattern!r}")
         leftover = _FIELD.sub("", self.pattern)
@@ -77,7 +85,8 @@ class Template:
 
     @property
     def parts(self) -> list[tuple[str, str | int]]:
-        """``[(kind, value)]`` with kind ``"literal"`` (str), ``"text"``, ``"label"`` or ``"prompt"`` (count)."""
+        """``[(kind, value)]`` with kind ``"literal"`` (str), ``"text"``, ``"label"`` or ``"prompt"``
+        (count)."""
         out: list[tuple[str, str | int]] = []
         pos = 0
         for m in _FIELD.finditer(self.pattern):
@@ -106,7 +115,8 @@ class Template:
 
 
 def lm_kind(model: nn.Module) -> LMKind:
-    """``"causal"`` or ``"mlm"`` from a transformers model's class name (``...ForCausalLM`` / ``...ForMaskedLM``).
+    """``"causal"`` or ``"mlm"`` from a transformers model's class name (``...ForCausalLM`` /
+    ``...ForMaskedLM``).
 
     Raises:
         TypeError: the model is neither (e.g. a bare ``BertModel`` or a classifier).
@@ -137,7 +147,8 @@ class PTuning(nn.Module):
     Article: https://kexue.fm/archives/8295 (Su), arXiv 2103.10385 (P-tuning), arXiv 2001.07676 (PET).
 
     Args:
-        model: a transformers ``*ForCausalLM`` or ``*ForMaskedLM`` (anything with ``get_input_embeddings()`` and
+        model: a transformers ``*ForCausalLM`` or ``*ForMaskedLM`` (anything with ``get_input_embeddings()``
+        and
             an ``inputs_embeds`` forward returning ``.logits``).
         tokenizer: its tokenizer (a ``PreTrainedTokenizer(Fast)``).
         template: a :class:`Template` or its pattern string.
@@ -149,7 +160,8 @@ class PTuning(nn.Module):
         freeze_lm: freeze every LM parameter (P-tuning's few-label regime). ``False`` tunes LM and prompt
             jointly (use :meth:`param_groups` for separate learning rates).
         single_token: require each verbalizer word to be exactly one token (one forward scores all classes).
-        aux_weight: weight of Su's auxiliary loss (``0`` = label loss only): causal LM: next-token loss on every
+        aux_weight: weight of Su's auxiliary loss (``0`` = label loss only): causal LM: next-token loss on
+        every
             non-prompt token; masked LM: 15% random masking (80/10/10) of the other text tokens, in the same
             forward. The label slot is never overwritten.
         mlm_probability: masking rate of the auxiliary MLM loss.
@@ -165,7 +177,7 @@ class PTuning(nn.Module):
 
     Example:
         >>> from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # doctest: +SKIP
-        >>> pt = PTuning(model, tok, "{p4}{label}{p4}{text}", ["bad", "good"], prompt="lstm")  # doctest: +SKIP
+        >>> pt = PTuning(model, tok, "{p4}{label}{p4}{text}", ["bad", "good"])  # doctest: +SKIP
         >>> enc = pt.encode(["a fine film"]); pt.predict(enc).shape  # doctest: +SKIP
         torch.Size([1, 2])
     """
@@ -188,7 +200,7 @@ class PTuning(nn.Module):
         add_bos: bool = False,
     ) -> None:
         super().__init__()
-        self.lm = model
+        self.lm: Any = model  # a transformers PreTrainedModel (typed loosely: no stubs for its attributes)
         self.tokenizer = tokenizer
         self.kind: LMKind = kind if kind is not None else lm_kind(model)
         if self.kind not in ("causal", "mlm"):
@@ -202,7 +214,9 @@ class PTuning(nn.Module):
         if len(verbalizer) < 2:
             raise ValueError(f"verbalizer needs at least 2 label words, got {verbalizer!r}")
         if aux_weight < 0 or not 0 < mlm_probability < 1:
-            raise ValueError(f"need aux_weight >= 0 and 0 < mlm_probability < 1, got {aux_weight}, {mlm_probability}")
+            raise ValueError(
+                f"need aux_weight >= 0 and 0 < mlm_probability < 1, got {aux_weight}, {mlm_probability}"
+            )
         limit = _max_positions(model)
         if limit is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
@@ -214,11 +228,11 @@ class PTuning(nn.Module):
         self.verbalizer = list(verbalizer)
         self.single_token = single_token
 
-        emb = model.get_input_embeddings()
+        emb = self.lm.get_input_embeddings()
         if not isinstance(emb, nn.Embedding):
             raise TypeError(f"model.get_input_embeddings() must be an nn.Embedding, got {type(emb).__name__}")
         self.vocab_size = emb.num_embeddings
-        self.pad_id = self._special("pad_token_id", 0)
+        self.pad_id: int = self._special("pad_token_id", 0) or 0
         self.mask_id = self._special("mask_token_id", None) if self.kind == "mlm" else None
         if self.kind == "mlm" and self.mask_id is None:
             raise ValueError("a masked LM needs tokenizer.mask_token_id")
@@ -281,13 +295,16 @@ class PTuning(nn.Module):
                 "(use single_token=False for multi-token words)"
             )
         if any(not 0 <= i < self.vocab_size for i in ids):
-            raise ValueError(f"verbalizer word {word!r} has ids {ids} outside the model's {self.vocab_size} rows")
+            raise ValueError(
+                f"verbalizer word {word!r} has ids {ids} outside the model's {self.vocab_size} rows"
+            )
         return ids
 
     def _layout(self, text_ids: list[int], slot: list[int] | None) -> tuple[list[int], list[int], list[int]]:
         """``(ids, prompt_index, slot_positions)`` for one example; ``slot`` = ids placed in the label slot.
 
-        For a masked LM the slot holds ``len(label)`` mask tokens; for a causal LM it holds the label word itself
+        For a masked LM the slot holds ``len(label)`` mask tokens; for a causal LM it holds the label word
+        itself
         (``None`` in single-token mode: nothing, the word is predicted from the last position).
         """
         ids: list[int] = []
@@ -334,7 +351,8 @@ class PTuning(nn.Module):
         """Tokenise ``texts`` into the template: a dict of tensors sharing the first dimension ``B``.
 
         Keys: ``input_ids``, ``attention_mask``, ``prompt_index`` (``-1`` or the prompt vector), each
-        ``(B, G, L)``, and ``slot_pos`` ``(B, G, S)`` (``-1`` padded), with ``G = 1`` when every label word is one
+        ``(B, G, L)``, and ``slot_pos`` ``(B, G, S)`` (``-1`` padded), with ``G = 1`` when every label word is
+        one
         token and ``G = C`` (one sequence per class) otherwise. Sequences are right-padded.
 
         Raises:
@@ -352,7 +370,8 @@ class PTuning(nn.Module):
         room = self.max_length - overhead
         if room < 1:
             raise ValueError(
-                f"the template takes {overhead} tokens, leaving no room for text within max_length={self.max_length}"
+                f"the template takes {overhead} tokens, leaving no room for text within "
+                f"max_length={self.max_length}"
             )
         rows: list[list[tuple[list[int], list[int], list[int]]]] = []
         for i, t in enumerate(texts):
@@ -381,6 +400,8 @@ class PTuning(nn.Module):
         return {"input_ids": input_ids, "attention_mask": attn, "prompt_index": pidx, "slot_pos": slot_pos}
 
     # ----------------------------------------------------------------------------------------- forward
+    label_ids: Tensor
+
     def _find_head(self) -> nn.Module | None:
         base = getattr(self.lm, "base_model", None)
         if base is None or base is self.lm:
@@ -395,11 +416,12 @@ class PTuning(nn.Module):
         """LM input embeddings with prompt vectors / trainable rows spliced in: ``(N, L, H)``."""
         emb = self.lm.get_input_embeddings()(input_ids)
         if self.rows is not None:
-            emb = self.rows.apply(input_ids, emb)
+            emb = self.rows.splice(input_ids, emb)
         return splice_prompts(emb, self.prompt(), prompt_index)
 
     def _hidden_and_head(self, embeds: Tensor, attention_mask: Tensor) -> tuple[Tensor | None, Any]:
-        """``(hidden (N, L, H), head)`` via the base model, or ``(None, full logits)`` when no head is known."""
+        """``(hidden (N, L, H), head)`` via the base model, or ``(None, full logits)`` when no head is
+        known."""
         if self._head_fast is not None:
             out = self.lm.base_model(inputs_embeds=embeds, attention_mask=attention_mask)
             return out[0], self._head_fast
@@ -421,7 +443,8 @@ class PTuning(nn.Module):
             labels: ``(B,)`` class indices.
 
         Returns:
-            ``{"logits": (B, C) log p(label word)}``; with ``labels`` also ``loss`` (label cross-entropy over the
+            ``{"logits": (B, C) log p(label word)}``; with ``labels`` also ``loss`` (label cross-entropy over
+            the
             verbalizer + ``aux_weight * aux_loss``), ``label_loss``, ``aux_loss`` and ``acc``.
         """
         B, G, L = input_ids.shape
@@ -444,7 +467,8 @@ class PTuning(nn.Module):
         else:
             slot_logits = head.gather(1, safe.unsqueeze(-1).expand(-1, -1, head.shape[-1]))
         # log-softmax in at least float32 (half-precision LMs), float64 stays float64
-        logp = slot_logits.to(torch.promote_types(slot_logits.dtype, torch.float32)).log_softmax(-1)  # (N, S, V)
+        work = torch.promote_types(slot_logits.dtype, torch.float32)
+        logp = slot_logits.to(work).log_softmax(-1)  # (N, S, V)
         if G == 1:
             # single-token words: every class's score read from the one slot
             tok = self.label_ids[:, 0]  # (C,)
@@ -474,7 +498,8 @@ class PTuning(nn.Module):
         return out
 
     def _random_mask(self, ids: Tensor, mask: Tensor, pidx: Tensor, spos: Tensor) -> tuple[Tensor, Tensor]:
-        """BERT masking (15%: 80% [MASK], 10% random, 10% kept) of the real text tokens; targets ``-100`` else."""
+        """BERT masking (15%: 80% [MASK], 10% random, 10% kept) of the real text tokens; targets ``-100``
+        else."""
         cand = (mask > 0) & (pidx < 0)
         for name in ("cls_token_id", "sep_token_id", "pad_token_id"):
             sid = self._special(name, None)
@@ -497,7 +522,14 @@ class PTuning(nn.Module):
         return F.cross_entropy(logits.float(), targets[sel])
 
     def _lm_aux(
-        self, hidden: Tensor | None, head: Any, ids: Tensor, mask: Tensor, pidx: Tensor, labels: Tensor, G: int
+        self,
+        hidden: Tensor | None,
+        head: Any,
+        ids: Tensor,
+        mask: Tensor,
+        pidx: Tensor,
+        labels: Tensor,
+        G: int,
     ) -> Tensor:
         """Next-token loss on every real, non-prompt token after the first (the true class's sequence)."""
         if G > 1:
@@ -511,7 +543,9 @@ class PTuning(nn.Module):
         tgt = ids[:, 1:].masked_fill((mask[:, 1:] == 0) | (pidx[:, 1:] >= 0), -100)
         if not bool((tgt >= 0).any()):
             return logits.new_zeros((), dtype=torch.float32)
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
+        )
 
     @torch.no_grad()
     def predict(self, encoding: dict[str, Tensor], *, batch_size: int = 32) -> Tensor:
@@ -550,9 +584,13 @@ class PTuning(nn.Module):
             groups.append({"params": prompt, "lr": lr_prompt, "weight_decay": weight_decay})
         if not self.freeze_lm:
             lm = [p for p in self.lm.parameters() if p.requires_grad]
-            groups.append({"params": lm, "lr": lr_lm if lr_lm is not None else lr_prompt, "weight_decay": weight_decay})
+            groups.append(
+                {"params": lm, "lr": lr_lm if lr_lm is not None else lr_prompt, "weight_decay": weight_decay}
+            )
         if not groups:
-            raise ValueError("nothing to train: the LM is frozen and the template has no prompt vectors or rows")
+            raise ValueError(
+                "nothing to train: the LM is frozen and the template has no prompt vectors or rows"
+            )
         return groups
 
     def num_trainable(self) -> int:
@@ -575,7 +613,8 @@ class PTuning(nn.Module):
         """Load :meth:`prompt_state_dict` output; raises ``ValueError`` on a template / encoder mismatch."""
         if state.get("template") != self.template.pattern or state.get("prompt_kind") != self.prompt.kind:
             raise ValueError(
-                f"prompt state is for template {state.get('template')!r} / {state.get('prompt_kind')!r}, this "
+                f"prompt state is for template {state.get('template')!r} / {state.get('prompt_kind')!r}, "
+                "this "
                 f"model has {self.template.pattern!r} / {self.prompt.kind!r}"
             )
         self.prompt.load_state_dict(state["prompt"])
@@ -614,7 +653,11 @@ def extract_features(
     out = []
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(
-            texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+            texts[i : i + batch_size],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
         )
         h = base(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev))[0]
         m = enc["attention_mask"].to(dev).unsqueeze(-1).to(h.dtype)

@@ -1,20 +1,28 @@
 """Continuous prompt parameterisations for P-tuning, and the splice that puts them into ``inputs_embeds``.
 
-P-tuning (Liu et al., *GPT Understands, Too*, arXiv 2103.10385; Su, https://kexue.fm/archives/8295) replaces the
+P-tuning (Liu et al., *GPT Understands, Too*, arXiv 2103.10385; Su, https://kexue.fm/archives/8295) replaces
+the
 words of a PET template with ``m`` trainable vectors. This file holds the ways of producing those vectors:
 
 * :class:`PromptEncoder` with ``kind="none"``: free vectors (one ``nn.Parameter`` of shape ``(m, H)``);
   ``kind="mlp"``: a position-indexed embedding through ``Linear(H, H) -> ReLU -> Linear(H, H)``;
-  ``kind="lstm"``: the paper's ``MLP(BiLSTM(E))`` with a 2-layer bidirectional LSTM of ``H/2`` units per direction
-  (THUDM/P-tuning ``LAMA/p_tuning/prompt_encoder.py``). The encoder input is a trainable position embedding, not
+  ``kind="lstm"``: the paper's ``MLP(BiLSTM(E))`` with a 2-layer bidirectional LSTM of ``H/2`` units per
+  direction
+  (THUDM/P-tuning ``LAMA/p_tuning/prompt_encoder.py``). The encoder input is a trainable position embedding,
+  not
   the vocabulary embeddings, and the output replaces the pseudo tokens in every example of the batch.
-* :class:`TokenRows`: Su's variant that trains only a few rows of the LM's own embedding matrix (``[unused1..8]``
-  in his code). Su writes it as ``E * mask + stop_gradient(E) * (1 - mask)``; with AdamW's decoupled weight decay
-  that trick still shrinks the "frozen" rows, so here the trainable rows are a **separate parameter** initialised
+* :class:`TokenRows`: Su's variant that trains only a few rows of the LM's own embedding matrix
+  (``[unused1..8]``
+  in his code). Su writes it as ``E * mask + stop_gradient(E) * (1 - mask)``; with AdamW's decoupled weight
+  decay
+  that trick still shrinks the "frozen" rows, so here the trainable rows are a **separate parameter**
+  initialised
   from the chosen rows and spliced in where those token ids occur; the LM's matrix is never touched.
 
-:func:`splice_prompts` (and the functional core shared by both modules) writes prompt vectors into given positions
-of an ``inputs_embeds`` tensor with ``torch.where``, so gradients reach the prompt and nothing else is modified.
+:func:`splice_prompts` (and the functional core shared by both modules) writes prompt vectors into given
+positions
+of an ``inputs_embeds`` tensor with ``torch.where``, so gradients reach the prompt and nothing else is
+modified.
 """
 
 from __future__ import annotations
@@ -61,14 +69,17 @@ def splice_prompts(inputs_embeds: Tensor, prompts: Tensor, prompt_index: Tensor)
     if prompts.shape[0] == 0:
         return inputs_embeds
     if int(prompt_index.max()) >= prompts.shape[0]:
-        raise ValueError(f"prompt_index refers to vector {int(prompt_index.max())} of only {prompts.shape[0]}")
+        raise ValueError(
+            f"prompt_index refers to vector {int(prompt_index.max())} of only {prompts.shape[0]}"
+        )
     is_prompt = (prompt_index >= 0).unsqueeze(-1)  # (B, L, 1)
     gathered = prompts.to(inputs_embeds.dtype)[prompt_index.clamp(min=0)]  # (B, L, H)
     return torch.where(is_prompt, gathered, inputs_embeds)
 
 
 class PromptEncoder(nn.Module):
-    """``m`` continuous prompt vectors of width ``H``: free, through an MLP, or through the paper's BiLSTM+MLP.
+    """``m`` continuous prompt vectors of width ``H``: free, through an MLP, or through the paper's
+    BiLSTM+MLP.
 
     Paper: arXiv 2103.10385 §3 ("prompt encoder"), code THUDM/P-tuning ``LAMA/p_tuning/prompt_encoder.py``.
 
@@ -105,7 +116,9 @@ class PromptEncoder(nn.Module):
         if num_tokens < 0 or hidden_size < 1:
             raise ValueError(f"need num_tokens >= 0 and hidden_size >= 1, got {num_tokens}, {hidden_size}")
         if kind == "lstm" and hidden_size % 2:
-            raise ValueError(f"kind='lstm' needs an even hidden_size (H/2 units per direction), got {hidden_size}")
+            raise ValueError(
+                f"kind='lstm' needs an even hidden_size (H/2 units per direction), got {hidden_size}"
+            )
         if init is not None and tuple(init.shape) != (num_tokens, hidden_size):
             raise ValueError(f"init must have shape {(num_tokens, hidden_size)}, got {tuple(init.shape)}")
         self.num_tokens = num_tokens
@@ -129,7 +142,9 @@ class PromptEncoder(nn.Module):
                 bidirectional=True,
                 batch_first=True,
             )
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size)
+        )
 
     def forward(self) -> Tensor:
         if self.kind == "none":
@@ -146,13 +161,17 @@ class PromptEncoder(nn.Module):
 
 
 class TokenRows(nn.Module):
-    """Su's "train only a few embedding rows" variant, as a separate parameter (not a mask on the LM's matrix).
+    """Su's "train only a few embedding rows" variant, as a separate parameter (not a mask on the LM's
+    matrix).
 
-    Article: https://kexue.fm/archives/8295 (``bojone/P-tuning``: ``mask[1:9] = 1`` over the embedding matrix).
-    The rows of ``token_ids`` are copied once into a trainable ``(k, H)`` parameter; :meth:`apply` puts row ``j``
+    Article: https://kexue.fm/archives/8295 (``bojone/P-tuning``: ``mask[1:9] = 1`` over the embedding
+    matrix).
+    The rows of ``token_ids`` are copied once into a trainable ``(k, H)`` parameter; :meth:`splice` puts row
+    ``j``
     wherever ``token_ids[j]`` occurs in ``input_ids``. The LM's embedding matrix stays frozen, so no optimiser
     (weight decay included) can move it. The rows are *input* embeddings only: with a tied output layer, Su's
-    code also uses them as output classes; here the output layer keeps the original rows (documented deviation).
+    code also uses them as output classes; here the output layer keeps the original rows (documented
+    deviation).
 
     Args:
         embedding_weight: the LM's input embedding matrix ``(V, H)`` (copied, never modified).
@@ -160,7 +179,7 @@ class TokenRows(nn.Module):
 
     Example:
         >>> E = torch.randn(10, 4); rows = TokenRows(E, [1, 2])
-        >>> out = rows.apply(torch.tensor([[1, 5]]), E[torch.tensor([[1, 5]])])
+        >>> out = rows.splice(torch.tensor([[1, 5]]), E[torch.tensor([[1, 5]])])
         >>> torch.equal(out, E[torch.tensor([[1, 5]])])
         True
     """
@@ -180,9 +199,11 @@ class TokenRows(nn.Module):
         match = input_ids.unsqueeze(-1) == self.token_ids  # (B, L, k)
         return torch.where(match.any(-1), match.long().argmax(-1), torch.full_like(input_ids, -1))
 
-    def apply(self, input_ids: Tensor, inputs_embeds: Tensor) -> Tensor:
+    def splice(self, input_ids: Tensor, inputs_embeds: Tensor) -> Tensor:
         """Replace the embeddings of the trainable token ids by the trainable rows: ``(B, L, H)``."""
         return splice_prompts(inputs_embeds, self.weight, self.prompt_index(input_ids))
+
+    token_ids: Tensor
 
     def forward(self) -> Tensor:
         return self.weight
