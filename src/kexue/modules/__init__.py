@@ -11,15 +11,20 @@ from .heads import (
     SyncBatchNorm1d,
     convert_sync_batchnorm,
 )
+from .prompt import PromptEncoder, PromptKind, TokenRows, splice_prompts
 
 __all__ = [
     "BYOLPredictionHead",
     "BYOLProjectionHead",
     "DCGANAutoencoder",
     "EmbeddingBagClassifier",
+    "PromptEncoder",
+    "PromptKind",
     "SimSiamPredictionHead",
     "SimSiamProjectionHead",
     "SmallCNN",
     "SyncBatchNorm1d",
+    "TokenRows",
     "convert_sync_batchnorm",
+    "splice_prompts",
 ]
