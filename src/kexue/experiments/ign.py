@@ -353,7 +353,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 seed=seed,
                 name=f"ign-{variant}",
             )
-            f = ign.model.cpu()
+            ign.cpu()  # the shared noise module too (fit moved it with the model)
+            f = ign.model
             z = z_eval_gauss if variant == "gaussian" else z_eval_freq
             fz, ffz, fffz = _apply(f, z, 3)
             (fx,) = _apply(f, x_te, 1)
