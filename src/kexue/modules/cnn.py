@@ -43,9 +43,7 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         if width < 1 or feature_dim < 1 or num_classes < 0:
-            raise ValueError(
-                f"width, feature_dim must be >= 1 and num_classes >= 0, got {width, feature_dim, num_classes}"
-            )
+            raise ValueError(f"width, feature_dim must be >= 1 and num_classes >= 0, got {width, feature_dim, num_classes}")
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
             raise ValueError(f"image_size={image_size} is too small for two 5x5 conv + pool blocks")
@@ -62,9 +60,7 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
         )
         self.head: nn.Module = (
-            nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
-            if num_classes
-            else nn.Identity()
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes)) if num_classes else nn.Identity()
         )
 
     def features(self, x: Tensor) -> Tensor:
