@@ -17,12 +17,14 @@ same quantity in float32, except FlatNCE whose value is log xi and is compared w
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
 
-from _timing import Case, compare, header
+from _timing import Case, Timing, header, markdown_table, measure
 from kexue.losses import flat_nce, info_nce
 
 TAU = 0.1
@@ -55,6 +57,44 @@ def _floor_sym(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
+def compare_interleaved(
+    title: str, cases: list[Case], *, baseline: str, rounds: int, max_seconds: float
+) -> None:
+    """Time ``cases`` round-robin (rotating the order each round) and print the ratio table.
+
+    On a loaded machine the speed can swing several-fold within seconds; timing each case in its own block
+    (``_timing.compare``) then compares different load levels. Interleaving exposes every case to the same
+    load. Peak memory comes from one separate ``_timing.measure`` call per case.
+    """
+    mem = {c.name: measure(c.name, c.fn, warmup=0, repeats=1, max_seconds=0.0) for c in cases}
+    live = [c for c in cases if mem[c.name].error is None]
+    times: dict[str, list[float]] = {c.name: [] for c in live}
+    budget = max_seconds / max(len(live), 1)
+    for r in range(rounds):
+        order = live[r % len(live) :] + live[: r % len(live)] if live else []
+        ran = False
+        for c in order:
+            if len(times[c.name]) >= 3 and sum(times[c.name]) > budget:
+                continue
+            t0 = time.perf_counter()
+            c.fn()
+            times[c.name].append(time.perf_counter() - t0)
+            ran = True
+        if not ran:
+            break
+    timings = []
+    for c in cases:
+        m = mem[c.name]
+        if m.error is not None:
+            timings.append(m)
+            continue
+        ts = times[c.name]
+        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+        timings.append(Timing(c.name, statistics.median(ts), q[0], q[2], len(ts), m.peak_bytes))
+    print(markdown_table(title, timings, baseline))
+    print()
+
+
 def _fb(fn, q: torch.Tensor, k: torch.Tensor):  # type: ignore[no-untyped-def]
     def run() -> float:
         q.grad = k.grad = None
@@ -78,12 +118,8 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         q = torch.randn(b, args.dim, generator=g).requires_grad_()
         k = (q.detach() + 0.5 * torch.randn(b, args.dim, generator=g)).requires_grad_()
-        # small sizes run in ~1 ms: many repeats so that a burst of machine load does not decide the median
-        kw: dict[str, float] = {
-            32: {"repeats": 300, "max_seconds": 10.0},
-            256: {"repeats": 60, "max_seconds": 15.0},
-            1024: {"repeats": 15, "max_seconds": 20.0},
-        }.get(b, {"max_seconds": 20.0, "repeats": 5, "warmup": 1})
+        # rounds of interleaved calls; each case stops after 3 calls once it has used its share of max_seconds
+        rounds, max_s = (400, 15.0) if b <= 1024 else (5, 60.0)
 
         cases = [
             Case("floor: F.cross_entropy", _fb(_floor, q, k)),
@@ -100,7 +136,13 @@ def main() -> None:
         else:
             print("info-nce-pytorch: not installed")
         values = {c.name: c.fn() for c in cases}
-        compare(f"in-batch InfoNCE, B={b}", cases, baseline="floor: F.cross_entropy", **kw)
+        compare_interleaved(
+            f"in-batch InfoNCE, B={b}",
+            cases,
+            baseline="floor: F.cross_entropy",
+            rounds=rounds,
+            max_seconds=max_s,
+        )
         _print_diffs(
             values,
             "floor: F.cross_entropy",
@@ -133,7 +175,13 @@ def main() -> None:
         else:
             print(f"pytorch-metric-learning NTXent: skipped at B={b} (> {args.pml_max})")
         values = {c.name: c.fn() for c in sym}
-        compare(f"SimCLR NT-Xent (2B views), B={b}", sym, baseline="floor: masked F.cross_entropy", **kw)
+        compare_interleaved(
+            f"SimCLR NT-Xent (2B views), B={b}",
+            sym,
+            baseline="floor: masked F.cross_entropy",
+            rounds=rounds,
+            max_seconds=max_s,
+        )
         _print_diffs(
             values,
             "floor: masked F.cross_entropy",

@@ -43,7 +43,7 @@ Claims and thresholds (fixed before the first run):
   the float-error-free stable InfoNCE beyond noise (reproduced), loses to it (not reproduced), else
   inconclusive.
 
-The ``quick`` preset (about 3 minutes on 2 CPU cores) trains on 2,048 images for 2 epochs at batch sizes 16
+The ``quick`` preset (about 1.5 minutes of CPU time) trains on 2,048 images for 2 epochs at batch sizes 16
 and 256 only, 3 seeds; that small budget may leave the training claims inconclusive, and the verdicts say so.
 ``full`` is the faithful grid {16, 32, 64, 256} on all 55,000 training images for 20 epochs (a GPU run).
 """
