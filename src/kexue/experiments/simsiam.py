@@ -148,6 +148,8 @@ class Config:
         lr: SGD learning rate (momentum 0.9, cosine decay), weight decay on every parameter as in the paper.
         weight_decay: SGD weight decay.
         tau_base: BYOL's base target decay (0.996 in the paper; a shorter run needs a faster target).
+        byol_hidden: BYOL projector/predictor hidden width (4096 in the paper).
+        byol_dim: BYOL projection size (256 in the paper).
         mean_views: augmented copies averaged into ``xbar`` for the mean-view proposal.
         probe_epochs: full-batch Adam epochs of the linear probe.
         ode_t: integration horizon of the toy ODE.
@@ -169,6 +171,8 @@ class Config:
     lr: float = 0.1
     weight_decay: float = 1e-4
     tau_base: float = 0.99
+    byol_hidden: int = 256
+    byol_dim: int = 64
     mean_views: int = 4
     probe_epochs: int = 100
     ode_t: float = 200.0
@@ -195,6 +199,9 @@ PRESETS = {
     "quick": Config(),
     "full": Config(
         seeds=5,
+        aux_seeds=5,
+        mean_views=8,
+        expansion_repeats=64,
         n_train=55_000,
         n_test=10_000,
         epochs=100,
@@ -204,6 +211,8 @@ PRESETS = {
         dim=2048,
         lr=0.1,
         tau_base=0.996,
+        byol_hidden=4096,
+        byol_dim=256,
         probe_epochs=300,
         expansion_images=2048,
     ),
@@ -309,7 +318,7 @@ def _build(variant: str, cfg: Config) -> nn.Module:
     if variant == "decayed_pred_lr":
         return SimSiam(bb, cfg.feature_dim, fix_predictor_lr=False, **proj)  # type: ignore[arg-type]
     if variant == "byol":
-        return BYOL(bb, cfg.feature_dim, hidden_dim=4 * cfg.dim, dim=cfg.dim, tau_base=cfg.tau_base)
+        return BYOL(bb, cfg.feature_dim, hidden_dim=cfg.byol_hidden, dim=cfg.byol_dim, tau_base=cfg.tau_base)
     if variant in ("mean_view", "mean_view_sg"):
         return _MeanView(bb, cfg.feature_dim, cfg.dim, stop_gradient=variant == "mean_view_sg")
     raise ValueError(f"unknown variant {variant!r}; known: {ALL_VARIANTS}")
