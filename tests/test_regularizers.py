@@ -212,6 +212,26 @@ def test_embedding_fgm_global_equals_perturbing_the_matrix() -> None:
         torch.testing.assert_close(v, before[k])  # nothing edited in place, nothing to restore
 
 
+@pytest.mark.parametrize("scope", ["global", "per_sample"])
+def test_embedding_fgm_with_clean_term_matches_manual_gradient(scope: str) -> None:
+    torch.manual_seed(0)
+    model = EmbeddingBagClassifier(20, 2, dim=6, hidden=5).to(D64)
+    ids = torch.tensor([[3, 4, 3, 0], [5, 3, 7, 8]])
+    y = torch.tensor([1, 0])
+    got = flat_grad(fgm_loss(model, ids, y, eps=0.5, site="embedding", scope=scope), model)
+    emb = model.embed(ids)
+    (g,) = torch.autograd.grad(F.cross_entropy(model.classify(emb, ids != 0), y), emb)
+    if scope == "global":
+        g_w = torch.zeros(20, 6, dtype=D64).index_add(0, ids.reshape(-1), g.reshape(-1, 6))
+        delta = 0.5 * (g_w / g_w.norm())[ids]
+    else:
+        delta = 0.5 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)
+    ref_loss = F.cross_entropy(model(ids), y) + F.cross_entropy(
+        model.classify(emb + delta.detach(), ids != 0), y
+    )
+    torch.testing.assert_close(got, flat_grad(ref_loss, model))
+
+
 # --------------------------------------------------------------------------- VAT power iteration
 
 

@@ -714,7 +714,8 @@ def _text(
             CLAIMS["text_fgm_approx_gp"],
             SRC["7234"],
             holds=holds,
-            evidence=f"FGM {mf:.4f} +- {sf:.4f} vs GP {mg:.4f} +- {sg:.4f}: gap {gap:.4f} "
+            evidence=f"FGM {mf:.4f} +- {sf:.4f} vs GP {mg:.4f} +- {sg:.4f} (supervised "
+            f"{mean_std(acc['supervised'])[0]:.4f}): gap {gap:.4f} "
             f"(threshold 0.01, 2 SE {2 * se:.4f})",
             measured={"fgm_mean": mf, "gp_mean": mg, "gap": gap},
         )

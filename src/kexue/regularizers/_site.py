@@ -332,11 +332,11 @@ class _GradientCarrier(torch.autograd.Function):
 def linear_surrogate(
     params: Sequence[Tensor], grads: Sequence[Tensor | None], coef: Tensor | float = 1.0
 ) -> Tensor:
-    """A zero-valued scalar whose gradient w.r.t. each parameter is ``coef`` times the given (detached) gradient.
+    """A zero-valued scalar whose gradient w.r.t. each parameter is ``coef`` times the given gradient.
 
-    Lets a loss function compute the clean gradient of the parameters and of the input in *one* backward pass and
-    still return a loss tensor for the caller's ``loss.backward()`` (the gradient is handed over as is, scaled by
-    the incoming gradient, e.g. a GradScaler's scale).
+    Lets a loss function compute the clean gradient of the parameters and of the input in *one* backward pass
+    and still return a loss tensor for the caller's ``loss.backward()`` (the detached gradient is handed over
+    as is, scaled by the incoming gradient, e.g. a GradScaler's scale).
     """
     pairs = [(p, g.detach()) for p, g in zip(params, grads) if g is not None]
     if not pairs:

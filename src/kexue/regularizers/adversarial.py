@@ -132,12 +132,30 @@ def fgm_loss(
     _validate(eps, norm, scope)
     lf: LossFn = loss_fn or F.cross_entropy
     fwd = Forward(model, inputs, site)
+    if clamp is not None and fwd.module is not None:
+        raise ValueError("clamp applies to site='input' only")
+    if fwd.module is not None and include_clean:
+        # Hooked site (embedding / hidden): grad_x L needs only the layers after the site, and the
+        # adversarial pass reuses the clean site value, so the layers before it (e.g. a large embedding
+        # matrix, whose dense gradient dominates small text models) are differentiated once, for both terms,
+        # by loss.backward().
+        logits = fwd(need_grad=True)
+        if target.shape[0] != logits.shape[0]:
+            raise ValueError(f"target has batch size {target.shape[0]}, logits {tuple(logits.shape)}")
+        loss = lf(logits, target)
+        v = fwd.value
+        assert v is not None
+        s = _scale(scaler)
+        g = torch.autograd.grad(loss * s, v, retain_graph=True)[0].detach() / s
+        if not torch.isfinite(g).all():
+            g = torch.zeros_like(g)
+        delta = (eps * _step_direction(g, norm, scope, fwd)).detach()
+        v_clean = v
+        return loss + lf(fwd(lambda _val, _ids: v_clean + delta), target)
     params = trainable(model) if include_clean else []
     loss, g, pgrads = _clean_grads(fwd, target, lf, params, scaler)
     delta = (eps * _step_direction(g, norm, scope, fwd)).detach()
     if clamp is not None:
-        if fwd.module is not None:
-            raise ValueError("clamp applies to site='input' only")
         x = fwd.inputs[0]
         delta = (x + delta).clamp(*clamp) - x
     adv = lf(fwd(lambda val, _ids: val + delta), target)

@@ -236,18 +236,32 @@ def gradient_penalty_loss(
             pen = eps * per_sample_norm(g).sum()
         return loss + pen
 
-    # Finite difference: one backward gives grad_x L and the clean parameter gradient together.
+    h_scale = float(per_sample_norm(v.detach()).mean().clamp_min(1e-12))
+    if fwd.module is not None:
+        # Hooked site (embedding / hidden): grad_x L needs only the layers after the site. The perturbed pass
+        # reuses the clean site value, so the layers before the site (e.g. a large embedding matrix, whose
+        # dense gradient dominates small text models) are differentiated once for both terms.
+        (g,) = torch.autograd.grad(loss, v, retain_graph=True)
+        u, c, value = _direction_and_coef(g.detach(), form, scope, eps, fwd)
+        h = fd_step * h_scale
+        step = (h * u).detach()
+        v_clean = v
+        loss_h = lf(fwd(lambda _val, _ids: v_clean + step), target)
+        ch = (c / h).detach()
+        total = (1 - ch) * loss + ch * loss_h  # gradient: (1 - c/h) grad L(x) + c/h grad L(x + h u)
+        return loss.detach() + value.detach() + (total - total.detach())
+
+    # Input site: one backward gives grad_x L and the clean parameter gradient together.
     params = trainable(model)
     grads = torch.autograd.grad(loss, [v, *params], allow_unused=True)
-    g = grads[0]
-    assert g is not None
-    g = g.detach()
-    u, c, value = _direction_and_coef(g, form, scope, eps, fwd)
-    h = fd_step * float(per_sample_norm(v.detach()).mean().clamp_min(1e-12))
+    g0 = grads[0]
+    assert g0 is not None
+    u, c, value = _direction_and_coef(g0.detach(), form, scope, eps, fwd)
+    h = fd_step * h_scale
     step = (h * u).detach()
     loss_h = lf(fwd(lambda val, _ids: val + step), target)
-    # d/dtheta [c/h * (L(x+hu) - L(x))]: the L(x) part is the (detached) clean gradient, folded into the
-    # linear surrogate with weight (1 - c/h) so the clean graph needs no second backward.
+    # d/dtheta [c/h * (L(x+hu) - L(x))]: the L(x) part is the (detached) clean gradient, handed over with
+    # weight (1 - c/h) by the linear surrogate so the clean graph needs no second backward.
     ch = (c / h).detach()
     surrogate = linear_surrogate(params, list(grads[1:]), 1 - ch)
     fd_part = ch * loss_h

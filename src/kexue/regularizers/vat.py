@@ -226,8 +226,9 @@ def conditional_entropy(logits: Tensor, *, reduction: Literal["mean", "sum", "no
         reduction: over the batch.
 
     Example:
-        >>> round(float(conditional_entropy(torch.zeros(2, 4))), 4) ==
-        round(float(torch.log(torch.tensor(4.0))), 4) True
+        >>> h = conditional_entropy(torch.zeros(2, 4))
+        >>> bool(torch.isclose(h, torch.log(torch.tensor(4.0))))
+        True
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, C), got {tuple(logits.shape)}")
