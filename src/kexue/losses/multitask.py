@@ -39,8 +39,8 @@ wrapper; their statistics, e.g. initial-loss estimates, are all-reduced across r
 same weights). Gradient-level strategies take gradients with ``torch.autograd.grad``, which bypasses DDP's
 reducer: run the forward through the *unwrapped* module (``ddp.module``) and the strategy all-reduces
 (averages) the per-task gradient matrix and the head gradients itself before combining, so norms and Gram
-matrices are those of the global batch. This path is written for, but in this repository only tested in, a
-single process.
+matrices are those of the global batch. A test with two gloo ranks checks that half a batch per rank gives the
+single-process full-batch gradients.
 """
 
 from __future__ import annotations
