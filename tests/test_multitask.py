@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -463,7 +464,7 @@ def test_every_registered_strategy_trains_the_toy_model(name: str) -> None:
         opt.step()
         if isinstance(strat, mt.DynamicWeightAverage) and step % 10 == 9:
             strat.end_epoch()
-    assert float(sum(model.losses(x, y))) < first
+    assert float(sum(model.losses(x, y)).detach()) < first
 
 
 def test_dwa_weights_follow_the_loss_ratio() -> None:
@@ -579,3 +580,34 @@ def test_registry_errors() -> None:
         mt.PriorLossWeighting(2, prior=[1.0, 0.0])
     with pytest.raises(ValueError, match="ema must be in"):
         mt.RealTimeWeighting(2, ema=1.0)
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model = ToyMTL()
+        x, y = _data()
+        half = x.shape[0] // world
+        sl = slice(rank * half, (rank + 1) * half)
+        mt.GradientNormalization(3).backward(model.losses(x[sl], y[sl]), model.trunk.parameters())
+        if rank == 0:
+            torch.save([p.grad for p in model.parameters()], out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: ~40 s on a loaded 2-core machine
+def test_gradient_level_all_reduces_task_gradients_under_ddp(tmp_path: Path) -> None:
+    """Two gloo ranks with half a batch each give the single-process full-batch result (norms of the global
+    per-task gradients, not of each rank's)."""
+    import torch.multiprocessing as tmp
+
+    out = tmp_path / "grads.pt"
+    tmp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    model = ToyMTL()
+    x, y = _data()
+    mt.GradientNormalization(3).backward(model.losses(x, y), model.trunk.parameters())
+    got = torch.load(out)
+    torch.testing.assert_close(_flat(got), _flat([p.grad for p in model.parameters()]))

@@ -22,7 +22,7 @@ def test_smoke_preset_runs_and_reports(tmp_path: Path) -> None:
             assert math.isfinite(row[key])
     for v, first in metrics["first_loss"].items():
         assert metrics["last_loss"][v] < first, v  # the summed raw loss went down in every run
-    claims = {c["id"]: c for c in json.loads((tmp_path / "claims.json").read_text())}
+    claims = {c["id"]: c for c in json.loads((tmp_path / "claims.json").read_text())["claims"]}
     assert {"scale_invariance", "gamma_tradeoff"} <= set(claims)
     for plot in ("multitask_curves.png", "multitask_table.png", "multitask_gamma.png"):
         assert (tmp_path / plot).stat().st_size > 0
@@ -40,5 +40,5 @@ def test_normalised_scores() -> None:
 @pytest.mark.slow
 def test_quick_preset(tmp_path: Path) -> None:
     run_experiment("multitask", preset="quick", out_dir=tmp_path)
-    claims = json.loads((tmp_path / "claims.json").read_text())
+    claims = json.loads((tmp_path / "claims.json").read_text())["claims"]
     assert {c["id"] for c in claims} == set(multitask.CLAIMS)

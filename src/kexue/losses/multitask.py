@@ -39,8 +39,8 @@ wrapper; their statistics, e.g. initial-loss estimates, are all-reduced across r
 same weights). Gradient-level strategies take gradients with ``torch.autograd.grad``, which bypasses DDP's
 reducer: run the forward through the *unwrapped* module (``ddp.module``) and the strategy all-reduces
 (averages) the per-task gradient matrix and the head gradients itself before combining, so norms and Gram
-matrices are those of the global batch. This path is written for, but in this repository only tested in, a
-single process.
+matrices are those of the global batch. A test with two gloo ranks checks that half a batch per rank gives the
+single-process full-batch gradients.
 """
 
 from __future__ import annotations
@@ -893,24 +893,24 @@ def primary_auxiliary_coefficients(gram: Tensor, *, max_sweeps: int = 200, tol: 
     """
     if gram.dim() != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 2:
         raise ValueError(f"gram must be (n, n) with n >= 2 (primary + auxiliaries), got {tuple(gram.shape)}")
-    M = gram.detach().double().cpu()
-    m = M.shape[0] - 1
-    lam = torch.zeros(m, dtype=torch.float64)
-    scale = max(float(M.diagonal().max()), 1e-300)
+    M = gram.detach().double().cpu().tolist()  # n x n floats: the loop below is scalar work
+    m = len(M) - 1
+    lam = [0.0] * m
+    scale = max(max(M[i][i] for i in range(m + 1)), 1e-300)
     for _ in range(max_sweeps if m > 1 else 1):
         moved = 0.0
         for i in range(m):
-            aii = float(M[i + 1, i + 1])
+            aii = M[i + 1][i + 1]
             if aii <= 0.0:
                 continue
-            # <g_i, u> with u = g_0 + sum_j lambda_j g_j
-            inner = float(M[i + 1, 0]) + float(M[i + 1, 1:] @ lam)
-            new = max(float(lam[i]) - inner / aii, 0.0)
-            moved = max(moved, abs(new - float(lam[i])) * math.sqrt(aii))
+            # <g_i, u> with u = g_0 + sum_j lambda_j g_j; then the exact 1-D minimiser over lambda_i >= 0
+            inner = M[i + 1][0] + sum(M[i + 1][j + 1] * lam[j] for j in range(m))
+            new = max(lam[i] - inner / aii, 0.0)
+            moved = max(moved, abs(new - lam[i]) * math.sqrt(aii))
             lam[i] = new
         if moved**2 <= tol * scale:
             break
-    return lam.to(dtype=gram.dtype, device=gram.device)
+    return torch.tensor(lam, dtype=gram.dtype, device=gram.device)
 
 
 def primary_auxiliary_projection(primary: Tensor, auxiliary: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
