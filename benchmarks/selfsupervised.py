@@ -17,34 +17,21 @@ equal across cases. Architecture notes:
 * lightly and byol-pytorch import torchvision at module level but do not use it on these code paths; a stub
   module stands in for it (installing torchvision would replace the CPU torch).
 
-Run: ``python benchmarks/ssl.py`` (peers from ``benchmarks/peers.txt`` installed with ``--no-deps``; missing
+Run: ``python benchmarks/selfsupervised.py`` (peers from ``benchmarks/peers.txt`` installed with ``--no-deps``; missing
 peers print as "not installed").
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import sys
 import types
 from collections.abc import Callable
-from pathlib import Path
-
-# This file is named ssl.py: with its folder on sys.path it would shadow the standard library's ssl module
-# (imported by torch), so drop the folder from the path and load the timing helper by file name.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if p not in ("", str(_HERE))]
-_spec = importlib.util.spec_from_file_location("_timing", _HERE / "_timing.py")
-if _spec is None or _spec.loader is None:
-    raise ImportError(f"cannot load {_HERE / '_timing.py'}")
-_timing = importlib.util.module_from_spec(_spec)
-sys.modules["_timing"] = _timing
-_spec.loader.exec_module(_timing)
-Case, compare, header = _timing.Case, _timing.compare, _timing.header
 
 import torch
 from torch import nn
 
+from _timing import Case, compare, header
 from kexue.methods import BYOL, SimSiam, cosine_tau
 from kexue.modules import SmallCNN
 
