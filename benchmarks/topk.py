@@ -11,8 +11,10 @@ Cases, measured one after the other in this process for every (B, n) in {(64, 12
 * ``difftopk`` bitonic sorting network (Cauchy relaxation, steepness 10): its dense layers hold B x n x n
   matrices per stage, so it is run only for n = 128 (at n = 1024 and B = 64 it would need about 30 GB).
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/topk.py`` (``--quick``: the first two shapes only). Peers that are
-not installed are printed as such. Timings on a shared machine are noisy; compare ratios within a table.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/topk.py --memory`` (``--quick``: first two shapes only). Peers that
+are not installed are printed as such. Wall-clock timings on a shared machine are noisy: the interleaved
+CPU-time section at the end measures the target shape robustly; ``--memory`` measures peak memory at n = 1e6
+with one fresh process per case.
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=3.0, help="time budget per case")
     ap.add_argument("--rounds", type=int, default=40, help="rounds of the interleaved CPU-time section")
     ap.add_argument("--only-interleaved", action="store_true", help="skip the wall-clock tables")
+    ap.add_argument(
+        "--memory", action="store_true", help="also measure peak memory at n=1e6 in fresh processes"
+    )
     args = ap.parse_args()
     print(header())
     print()
@@ -140,7 +145,65 @@ def main() -> None:
     print("\n".join(summary))
     print()
     _interleaved(peers, args.rounds)
+    if args.memory:
+        _memory_table()
     sys.stdout.flush()
+
+
+_MEM_SNIPPET = """
+import sys, torch
+sys.path[:0] = {paths!r}
+def hwm():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) * 1024
+x = torch.randn(1, {n}).requires_grad_(True)
+g = torch.randn(1, {n})
+name = {name!r}
+if name == 'torch.topk (hard)':
+    op = lambda t: t.topk({k}, -1).values
+    g = g[:, :{k}]
+elif name.startswith('kexue '):
+    from kexue.ops import soft_topk
+    op = lambda t: soft_topk(t, {k}, method=name[6:])
+elif name == 'entmax.budget_bisect':
+    from entmax import budget_bisect
+    op = lambda t: budget_bisect(t, {k})
+else:
+    import torchsort
+    op = lambda t: torch.clamp(torchsort.soft_rank(t) - ({n} - {k}), 0, 1)
+base = hwm()
+(op(x) * g).sum().backward()
+print(hwm() - base)
+"""
+
+
+def _memory_table(n: int = 1_000_000, k: int = 10) -> None:
+    """Peak resident memory of one forward+backward at B=1, n=1e6, one fresh process per case (VmHWM)."""
+    import os
+    import subprocess
+
+    names = ["torch.topk (hard)"] + [f"kexue {m}" for m in METHODS]
+    names += ["entmax.budget_bisect", "torchsort soft-rank mask"]
+    x_bytes = 4 * n
+    print(f"**Peak memory of one forward+backward, B=1, n={n}, k={k} (fresh process per case)**\n")
+    print("| case | peak RSS growth | / size of x |")
+    print("|---|---:|---:|")
+    for name in names:
+        code = _MEM_SNIPPET.format(paths=sys.path, n=n, k=k, name=name)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=dict(os.environ),
+            )
+            val = int(out.stdout.strip().splitlines()[-1])
+            print(f"| {name} | {val / 2**20:.1f} MB | {val / x_bytes:.1f} |")
+        except Exception as e:  # a failing or missing peer is reported, not fatal
+            print(f"| {name} | failed: {type(e).__name__} | - |")
+    print()
 
 
 def _interleaved(peers: dict[str, Callable[[torch.Tensor, int], torch.Tensor] | str], rounds: int) -> None:
