@@ -187,6 +187,16 @@ def test_threshold_matches_bisection(method: str, data: tuple[torch.Tensor, int]
     torch.testing.assert_close(p, expected, atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.05])
+def test_exp_large_k_matches_bisection(temperature: float, gen: torch.Generator) -> None:
+    # k above the solver's first head of 16 values; at low temperature more than 16 entries saturate
+    x = torch.randn(3, 120, generator=gen, dtype=torch.float64)
+    p = soft_topk(x, 40, method="exp", temperature=temperature)
+    expected = torch.stack([ref.threshold_bisection(row / temperature, 40, "exp")[0] for row in x])
+    torch.testing.assert_close(p, expected, atol=1e-9, rtol=0)
+    assert int((p == 1).sum(-1).max()) > (16 if temperature < 1 else -1)
+
+
 def test_iterative_matches_loop(gen: torch.Generator) -> None:
     x = torch.randn(7, generator=gen, dtype=torch.float64) * 3
     for k in range(1, 7):

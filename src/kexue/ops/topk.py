@@ -133,21 +133,26 @@ def _first_true(cond: Tensor) -> Tensor:
     return cond.to(torch.int8).argmax(-1, keepdim=True)
 
 
-def _lambda_exp(z: Tensor, k: Tensor, kmax: int) -> Tensor:
+def _lambda_exp(z: Tensor, k: Tensor, kmax: int, *, head: int = 16) -> Tensor:
     """Threshold for f(t) = min(1, e^t), Su's closed form (article eq. for C1); rows have 1 <= k < n.
 
     With the m largest saturated, ``lambda_m = log sum_{i>=m} e^{s_i} - log(k - m)``. The right m is the
     smallest one with ``lambda_m >= s_m`` (for smaller m the ansatz over-counts, because e^t >= min(1, e^t));
-    choosing it this way is tie-safe and robust to rounding. Only the top kmax values are needed (at most k -
-    1 saturate).
+    choosing it this way is tie-safe and robust to rounding. At most k - 1 entries saturate, so the top kmax
+    values suffice; usually far fewer saturate, so the top ``head`` values are tried first and the full top
+    kmax is taken only when some row's consistent m is not among them.
     """
-    s, rest = _head(z, kmax)  # (R, kmax)
-    suf = _suffix_lse(s, rest)[:, :kmax]  # (R, kmax): lse of entries m..n-1
-    m = torch.arange(kmax, device=z.device)
-    kk = k[:, None].to(z.dtype)
-    lam = suf - torch.log((kk - m).clamp_min(1))
-    cond = (lam >= s) | (m >= k[:, None] - 1)  # m = k - 1 always satisfies the condition exactly
-    return lam.gather(-1, _first_true(cond)).squeeze(-1)
+    h = min(kmax, head) if head > 0 else kmax
+    while True:
+        s, rest = _head(z, h)  # (R, h)
+        suf = _suffix_lse(s, rest)[:, :h]  # (R, h): lse of every entry outside the top m, m = 0..h-1
+        m = torch.arange(h, device=z.device)
+        kk = k[:, None].to(z.dtype)
+        lam = suf - torch.log((kk - m).clamp_min(1))
+        cond = (lam >= s) | (m >= k[:, None] - 1)  # m = k - 1 always satisfies the condition exactly
+        if h == kmax or bool(cond.any(-1).all()):
+            return lam.gather(-1, _first_true(cond)).squeeze(-1)
+        h = kmax
 
 
 def _lambda_laplace(z: Tensor, k: Tensor, kmax: int) -> Tensor:
