@@ -307,7 +307,9 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
             variants = cfg.bert_variants if mk == "bert" else cfg.gpt_variants
             cache: list[Tensor] = []
 
-            def test_features(lm: nn.Module = lm, tok: Any = tok, cache: list[Tensor] = cache) -> Tensor:
+            def test_features(
+                lm: nn.Module = lm, tok: Any = tok, cache: list[Tensor] = cache, te_x: list[str] = te_x
+            ) -> Tensor:
                 if not cache:  # the frozen LM's test features are the same for every seed
                     cache.append(extract_features(lm, tok, te_x, max_length=cfg.max_length))
                 return cache[0]
