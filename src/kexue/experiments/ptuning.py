@@ -440,6 +440,9 @@ def _claims(cfg: Config, metrics: dict[str, Any]) -> list[Any]:
             )
         )
     b, g = best_pt["bert"], best_pt["gpt"]
+    tiny = cfg.models == "tiny"
+    gname = "tiny random-init Llama" if tiny else "SmolLM2-135M"
+    bname = "tiny random-init BERT" if tiny else "MiniLM-L6, fitted MLM head"
     if b is None or g is None:
         out.append(
             claim(
@@ -460,9 +463,9 @@ def _claims(cfg: Config, metrics: dict[str, Any]) -> list[Any]:
                 ARTICLE,
                 holds=compare(g[1], b[1], margin=-0.02),
                 evidence=(
-                    f"{ds}, {n} labels: GPT (SmolLM2-135M) {g[0]} {mg:.3f}±{sg:.3f} vs "
-                    f"BERT (MiniLM-L6, fitted "
-                    f"head) {b[0]} {mb:.3f}±{sb:.3f}; 'close' = above BERT - 2 points beyond noise"
+                    f"{ds}, {n} labels: GPT ({gname}) {g[0]} {mg:.3f}±{sg:.3f} vs "
+                    f"BERT ({bname}) "
+                    f"{b[0]} {mb:.3f}±{sb:.3f}; 'close' = above BERT - 2 points beyond noise"
                 ),
                 measured={"gpt": mg, "gpt_std": sg, "bert": mb, "bert_std": sb},
             )
