@@ -459,6 +459,10 @@ class PTuning(nn.Module):
             ids, mlm_targets = self._random_mask(ids, mask, pidx, spos)
         embeds = self.embed(ids, pidx)
         hidden, head = self._hidden_and_head(embeds, mask)
+        if aux_on and self.kind == "causal" and hidden is not None:
+            # the LM loss needs the vocabulary projection everywhere: do it once, contiguously, and read the slot
+            # scores from it too
+            hidden, head = None, head(hidden)
 
         safe = spos.clamp(min=0)  # (N, S)
         if hidden is not None:
