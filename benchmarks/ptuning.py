@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 

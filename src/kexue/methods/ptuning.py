@@ -460,8 +460,7 @@ class PTuning(nn.Module):
         embeds = self.embed(ids, pidx)
         hidden, head = self._hidden_and_head(embeds, mask)
         if aux_on and self.kind == "causal" and hidden is not None:
-            # the LM loss needs the vocabulary projection everywhere: do it once, contiguously, and read the slot
-            # scores from it too
+            # the LM loss needs the vocabulary projection everywhere: do it once, read the slot scores from it
             hidden, head = None, head(hidden)
 
         safe = spos.clamp(min=0)  # (N, S)
@@ -543,12 +542,15 @@ class PTuning(nn.Module):
             ids, mask, pidx = ids[rows], mask[rows], pidx[rows]
             hidden = hidden[rows] if hidden is not None else None
             head = head if hidden is not None else head[rows]
-        logits = head(hidden[:, :-1]) if hidden is not None else head[:, :-1]  # (N, L-1, V)
-        tgt = ids[:, 1:].masked_fill((mask[:, 1:] == 0) | (pidx[:, 1:] >= 0), -100)
+        logits = head(hidden) if hidden is not None else head  # (N, L, V)
+        # shift the targets, not the logits: position t predicts token t + 1 (no copy of the (N, L, V) tensor)
+        tgt = ids.masked_fill((mask == 0) | (pidx >= 0), -100).roll(-1, dims=1)
+        tgt[:, -1] = -100
         if not bool((tgt >= 0).any()):
             return logits.new_zeros((), dtype=torch.float32)
+        work = torch.promote_types(logits.dtype, torch.float32)
         return F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
+            logits.to(work).reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
         )
 
     @torch.no_grad()
