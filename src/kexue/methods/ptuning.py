@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -228,7 +228,7 @@ class PTuning(nn.Module):
         self.verbalizer = list(verbalizer)
         self.single_token = single_token
 
-        emb = self.lm.get_input_embeddings()
+        emb = cast(Any, model).get_input_embeddings()
         if not isinstance(emb, nn.Embedding):
             raise TypeError(f"model.get_input_embeddings() must be an nn.Embedding, got {type(emb).__name__}")
         self.vocab_size = emb.num_embeddings
