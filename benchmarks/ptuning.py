@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -97,7 +97,7 @@ def main() -> None:
             params[name] = pt.num_trainable()
         if peft is None:
             print(f"PEFT PromptEncoder ({peft_kind}): not installed\n")
-            compare(f"P-tuning step, {kind} encoder", cases, baseline=cases[0].name)
+            compare(f"P-tuning step, {kind} encoder", cases, baseline=cases[0].name, warmup=1, repeats=5)
         else:
             pcfg = peft.PromptEncoderConfig(
                 task_type="CAUSAL_LM",
@@ -121,6 +121,8 @@ def main() -> None:
                 f"P-tuning step, {kind} encoder",
                 [Case("PEFT PromptEncoder", pstep), *cases],
                 baseline="PEFT PromptEncoder",
+                warmup=1,
+                repeats=5,
             )
         print("trainable parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()) + "\n")
 

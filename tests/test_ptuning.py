@@ -389,3 +389,22 @@ def test_real_minilm_loads_encoder_weights_with_tied_decoder() -> None:
     )
     pt = PTuning(lm, tk, "{p2}{label}{text}", ["bad", "good"], max_length=32)
     assert torch.isfinite(pt.predict(pt.encode(TEXTS))).all()
+
+
+def test_aux_lm_loss_equals_manual_next_token_loss(tok: Any) -> None:
+    lm = tiny_llama(tok, torch.float64)
+    pt = PTuning(lm, tok, "{p2}{text} it was{label}", ["bad", "good"], aux_weight=1.0, max_length=40).double()
+    pt.train()
+    enc = pt.encode(TEXTS)
+    y = torch.tensor([1, 0, 1])
+    out = pt(*batch(enc), labels=y)
+    ids, mask, pidx = (enc[k][:, 0] for k in ("input_ids", "attention_mask", "prompt_index"))
+    logp = _manual_full_logits(lm, pt.embed(ids, pidx).detach(), mask)
+    terms = [
+        -logp[b, t - 1, ids[b, t]]
+        for b in range(len(TEXTS))
+        for t in range(1, ids.shape[1])
+        if mask[b, t] and pidx[b, t] < 0
+    ]
+    torch.testing.assert_close(out["aux_loss"], torch.stack(terms).mean())
+    torch.testing.assert_close(out["loss"], out["label_loss"] + out["aux_loss"])

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -228,7 +228,7 @@ class PTuning(nn.Module):
         self.verbalizer = list(verbalizer)
         self.single_token = single_token
 
-        emb = self.lm.get_input_embeddings()
+        emb = cast(Any, model).get_input_embeddings()
         if not isinstance(emb, nn.Embedding):
             raise TypeError(f"model.get_input_embeddings() must be an nn.Embedding, got {type(emb).__name__}")
         self.vocab_size = emb.num_embeddings
@@ -459,6 +459,9 @@ class PTuning(nn.Module):
             ids, mlm_targets = self._random_mask(ids, mask, pidx, spos)
         embeds = self.embed(ids, pidx)
         hidden, head = self._hidden_and_head(embeds, mask)
+        if aux_on and self.kind == "causal" and hidden is not None:
+            # the LM loss needs the vocabulary projection everywhere: do it once, read the slot scores from it
+            hidden, head = None, head(hidden)
 
         safe = spos.clamp(min=0)  # (N, S)
         if hidden is not None:
@@ -539,12 +542,15 @@ class PTuning(nn.Module):
             ids, mask, pidx = ids[rows], mask[rows], pidx[rows]
             hidden = hidden[rows] if hidden is not None else None
             head = head if hidden is not None else head[rows]
-        logits = head(hidden[:, :-1]) if hidden is not None else head[:, :-1]  # (N, L-1, V)
-        tgt = ids[:, 1:].masked_fill((mask[:, 1:] == 0) | (pidx[:, 1:] >= 0), -100)
+        logits = head(hidden) if hidden is not None else head  # (N, L, V)
+        # shift the targets, not the logits: position t predicts token t + 1 (no copy of the (N, L, V) tensor)
+        tgt = ids.masked_fill((mask == 0) | (pidx >= 0), -100).roll(-1, dims=1)
+        tgt[:, -1] = -100
         if not bool((tgt >= 0).any()):
             return logits.new_zeros((), dtype=torch.float32)
+        work = torch.promote_types(logits.dtype, torch.float32)
         return F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
+            logits.to(work).reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
         )
 
     @torch.no_grad()
