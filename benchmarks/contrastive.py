@@ -57,9 +57,7 @@ def _floor_sym(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
-def compare_interleaved(
-    title: str, cases: list[Case], *, baseline: str, rounds: int, max_seconds: float
-) -> None:
+def compare_interleaved(title: str, cases: list[Case], *, baseline: str, rounds: int, max_seconds: float) -> None:
     """Time ``cases`` round-robin (rotating the order each round) and print the ratio table.
 
     On a loaded machine the speed can swing several-fold within seconds; timing each case in its own block
@@ -124,15 +122,11 @@ def main() -> None:
         cases = [
             Case("floor: F.cross_entropy", _fb(_floor, q, k)),
             Case("kexue info_nce", _fb(lambda a, c: info_nce(a, c, temperature=TAU), q, k)),
-            Case(
-                "kexue info_nce stable", _fb(lambda a, c: info_nce(a, c, temperature=TAU, stable=True), q, k)
-            ),
+            Case("kexue info_nce stable", _fb(lambda a, c: info_nce(a, c, temperature=TAU, stable=True), q, k)),
             Case("kexue flat_nce", _fb(lambda a, c: flat_nce(a, c, temperature=TAU), q, k)),
         ]
         if peer_info_nce is not None:
-            cases.append(
-                Case("info-nce-pytorch", _fb(lambda a, c: peer_info_nce(a, c, temperature=TAU), q, k))
-            )
+            cases.append(Case("info-nce-pytorch", _fb(lambda a, c: peer_info_nce(a, c, temperature=TAU), q, k)))
         else:
             print("info-nce-pytorch: not installed")
         values = {c.name: c.fn() for c in cases}
@@ -152,16 +146,12 @@ def main() -> None:
         labels = torch.cat([torch.arange(b), torch.arange(b)])
         sym = [
             Case("floor: masked F.cross_entropy", _fb(_floor_sym, q, k)),
-            Case(
-                "kexue info_nce sym", _fb(lambda a, c: info_nce(a, c, temperature=TAU, symmetric=True), q, k)
-            ),
+            Case("kexue info_nce sym", _fb(lambda a, c: info_nce(a, c, temperature=TAU, symmetric=True), q, k)),
             Case(
                 "kexue info_nce sym stable",
                 _fb(lambda a, c: info_nce(a, c, temperature=TAU, symmetric=True, stable=True), q, k),
             ),
-            Case(
-                "kexue flat_nce sym", _fb(lambda a, c: flat_nce(a, c, temperature=TAU, symmetric=True), q, k)
-            ),
+            Case("kexue flat_nce sym", _fb(lambda a, c: flat_nce(a, c, temperature=TAU, symmetric=True), q, k)),
         ]
         if pml is None:
             print("pytorch-metric-learning: not installed")

@@ -106,9 +106,7 @@ def _cases(width: int, latent: int, batch: int) -> tuple[list[Case], dict[str, f
     return cases, max_rel
 
 
-def _interleaved(
-    cases: Sequence[Case], *, warmup: int = 2, repeats: int = 12
-) -> tuple[list[Timing], list[Timing]]:
+def _interleaved(cases: Sequence[Case], *, warmup: int = 2, repeats: int = 12) -> tuple[list[Timing], list[Timing]]:
     """Median wall and CPU time per case, the cases run in turn within every repeat."""
     for _ in range(warmup):
         for c in cases:

@@ -50,9 +50,7 @@ class Net(nn.Module):
         return h, [((head(h).squeeze(-1) - y[:, i]) ** 2).mean() + 0.1 for i, head in enumerate(self.heads)]
 
 
-def _case(
-    name: str, net: Net, x: Tensor, y: Tensor, backward: Callable[[Tensor, list[Tensor]], object]
-) -> Case:
+def _case(name: str, net: Net, x: Tensor, y: Tensor, backward: Callable[[Tensor, list[Tensor]], object]) -> Case:
     def fn() -> None:
         net.zero_grad(set_to_none=True)
         h, losses = net(x, y)
@@ -153,9 +151,7 @@ def main() -> None:
         ]
     else:
         loss_cases += [_not_installed("torchjd UW"), _not_installed("torchjd DWA")]
-    interleaved(
-        "loss-level strategies (forward + backward)", loss_cases, baseline="plain sum", rounds=args.rounds
-    )
+    interleaved("loss-level strategies (forward + backward)", loss_cases, baseline="plain sum", rounds=args.rounds)
 
     grad_cases = [plain]
     for name in ("gradient_normalization", "mgda", "projection", "gradnorm", "l2_auxiliary"):

@@ -60,9 +60,7 @@ def main() -> None:
     y = torch.randint(0, 2, (B,))
     texts = [" ".join(map(str, row.tolist())) for row in ids]
     print(header())
-    print(
-        f"\nLlama {LAYERS}x{H}, vocab {VOCAB}, batch {B}, {L} tokens + {M} prompt vectors, LM frozen, Adam.\n"
-    )
+    print(f"\nLlama {LAYERS}x{H}, vocab {VOCAB}, batch {B}, {L} tokens + {M} prompt vectors, LM frozen, Adam.\n")
     try:
         import peft
     except ImportError:

@@ -43,9 +43,7 @@ def _vat_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor
     opt.step()
 
 
-def _fgm_snippet_input(
-    model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, eps: float
-) -> None:
+def _fgm_snippet_input(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, eps: float) -> None:
     opt.zero_grad(set_to_none=True)
     xg = x.clone().requires_grad_(True)
     F.cross_entropy(model(xg), y).backward()
@@ -56,9 +54,7 @@ def _fgm_snippet_input(
     opt.step()
 
 
-def _fgm_snippet_embedding(
-    model: EmbeddingBagClassifier, opt: torch.optim.Optimizer, ids: Tensor, y: Tensor
-) -> None:
+def _fgm_snippet_embedding(model: EmbeddingBagClassifier, opt: torch.optim.Optimizer, ids: Tensor, y: Tensor) -> None:
     # The widely copied FGM class: attack the embedding *weight* by name, back it up, restore it.
     opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(ids), y).backward()
@@ -118,9 +114,7 @@ def cnn_table() -> dict[str, float]:
         ),
         Case(
             "GP finite difference",
-            lambda: _step(
-                model, opt, lambda: gradient_penalty_loss(model, x, y, eps=1.0, method="finite_difference")
-            ),
+            lambda: _step(model, opt, lambda: gradient_penalty_loss(model, x, y, eps=1.0, method="finite_difference")),
         ),
         Case(
             "PGD linf 3 steps (kexue)",
@@ -168,9 +162,7 @@ def text_table() -> dict[str, float]:
         ),
         Case(
             "GP finite difference",
-            lambda: _step(
-                model, opt, lambda: gradient_penalty_loss(model, ids, y, method="finite_difference", **emb)
-            ),
+            lambda: _step(model, opt, lambda: gradient_penalty_loss(model, ids, y, method="finite_difference", **emb)),
         ),
         Case(
             "PGD l2 3 steps (kexue)",
@@ -183,9 +175,7 @@ def text_table() -> dict[str, float]:
         ),
     ]
     print("| PGD (torchattacks) | not applicable: image attacks only, no embedding input | - | - |\n")
-    compare(
-        "EmbeddingBagClassifier(20000, dim 64), batch 32x128 tokens, one SGD step", cases, baseline="plain"
-    )
+    compare("EmbeddingBagClassifier(20000, dim 64), batch 32x128 tokens, one SGD step", cases, baseline="plain")
     return interleaved(cases)
 
 

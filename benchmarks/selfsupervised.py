@@ -209,9 +209,7 @@ def byol_cases(x1: torch.Tensor, x2: torch.Tensor) -> list[Case]:
 
 def main() -> None:
     print(header())
-    print(
-        f"batch {B} x 2 views of 3x{SIDE}x{SIDE}, SmallCNN(width=16, feature_dim={FEAT}); one training step"
-    )
+    print(f"batch {B} x 2 views of 3x{SIDE}x{SIDE}, SmallCNN(width=16, feature_dim={FEAT}); one training step")
     print()
     g = torch.Generator().manual_seed(0)
     x1, x2 = torch.rand(B, 3, SIDE, SIDE, generator=g), torch.rand(B, 3, SIDE, SIDE, generator=g)

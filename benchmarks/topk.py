@@ -75,9 +75,7 @@ def _peers() -> dict[str, Callable[[torch.Tensor, int], torch.Tensor] | str]:
     return peers
 
 
-def _fwd_bwd(
-    op: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, k: int, g: torch.Tensor
-) -> Callable:
+def _fwd_bwd(op: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, k: int, g: torch.Tensor) -> Callable:
     def fn() -> None:
         x.grad = None
         y = op(x, k)
@@ -101,9 +99,7 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=3.0, help="time budget per case")
     ap.add_argument("--rounds", type=int, default=40, help="rounds of the interleaved CPU-time section")
     ap.add_argument("--only-interleaved", action="store_true", help="skip the wall-clock tables")
-    ap.add_argument(
-        "--memory", action="store_true", help="also measure peak memory at n=1e6 in fresh processes"
-    )
+    ap.add_argument("--memory", action="store_true", help="also measure peak memory at n=1e6 in fresh processes")
     args = ap.parse_args()
     print(header())
     print()
@@ -122,9 +118,7 @@ def main() -> None:
             for m in METHODS:
                 if m in ("gradtopk", "iterative") and b * n * k > ONK_LIMIT:
                     continue
-                cases.append(
-                    Case(f"kexue {m}", _fwd_bwd(lambda t, kk, m=m: soft_topk(t, kk, method=m), x, k, g))
-                )
+                cases.append(Case(f"kexue {m}", _fwd_bwd(lambda t, kk, m=m: soft_topk(t, kk, method=m), x, k, g)))
             for name, p in peers.items():
                 if not isinstance(p, str):
                     cases.append(Case(name, _fwd_bwd(p, x, k, g)))
@@ -137,9 +131,7 @@ def main() -> None:
             )
             skipped = [m for m in METHODS if m in ("gradtopk", "iterative") and b * n * k > ONK_LIMIT]
             if skipped:
-                print(
-                    f"(skipped {', '.join(skipped)}: O(n k) with B*n*k = {b * n * k:.1e} > {ONK_LIMIT:.0e})\n"
-                )
+                print(f"(skipped {', '.join(skipped)}: O(n k) with B*n*k = {b * n * k:.1e} > {ONK_LIMIT:.0e})\n")
             summary += _summarise(res, b, n, k)
     print("**Targets (wall-clock tables above)**\n")
     print("\n".join(summary))

@@ -78,9 +78,7 @@ def log_sum_neg_minus_pos(logits: Tensor, target: Tensor) -> Tensor:
     return torch.stack(rows)
 
 
-def spec_example(
-    k: int, tau: float, *, dim: int = 128, cos_pos: float = 0.98, seed: int = 0
-) -> tuple[Tensor, ...]:
+def spec_example(k: int, tau: float, *, dim: int = 128, cos_pos: float = 0.98, seed: int = 0) -> tuple[Tensor, ...]:
     """The spec's numpy check: unit anchor, positive at cosine ``cos_pos``, K-1 random negatives (float64)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(dim, generator=g, dtype=torch.float64)

@@ -43,9 +43,7 @@ def _fn(kind: str):  # type: ignore[no-untyped-def]
     kind=st.sampled_from(["plain", "stable", "flat"]),
     seed=st.integers(0, 2**16),
 )
-def test_matches_naive_loop(
-    b: int, d: int, m: int, tau: float, symmetric: bool, kind: str, seed: int
-) -> None:
+def test_matches_naive_loop(b: int, d: int, m: int, tau: float, symmetric: bool, kind: str, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     q, k = torch.randn(b, d, generator=g, dtype=F64), torch.randn(b, d, generator=g, dtype=F64)
     n = torch.randn(m, d, generator=g, dtype=F64) if m else None
@@ -239,9 +237,7 @@ def test_gradcheck_from_logits() -> None:
     t = torch.tensor([1, 0, 4])
     assert torch.autograd.gradcheck(lambda x: flat_nce_from_logits(x, t, reduction="none"), (logits,))
     assert torch.autograd.gradgradcheck(lambda x: flat_nce_from_logits(x, t), (logits,))
-    assert torch.autograd.gradcheck(
-        lambda x: info_nce_from_logits(x, t, stable=True, reduction="none"), (logits,)
-    )
+    assert torch.autograd.gradcheck(lambda x: info_nce_from_logits(x, t, stable=True, reduction="none"), (logits,))
     assert torch.autograd.gradgradcheck(lambda x: info_nce_from_logits(x, t, stable=True), (logits,))
 
 
@@ -376,9 +372,3 @@ def test_gather_two_processes_equals_single_process(tmp_path: Path) -> None:
             torch.testing.assert_close(r_gk, k.grad[r * b : (r + 1) * b], msg=f"{case} dk rank {r}")
             if n is not None:
                 torch.testing.assert_close(r_gn, n.grad[r * m : (r + 1) * m], msg=f"{case} dn rank {r}")
-
-
-def test_docs_example_runs() -> None:
-    doc = Path(__file__).resolve().parents[1] / "docs" / "flatnce.md"
-    block = doc.read_text().split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(block, str(doc), "exec"), {})

@@ -47,9 +47,7 @@ def _grads(
     losses = transform(model.losses(x, y))  # type: ignore[operator]
     strat = mt.make_strategy(name, 3, **(kwargs or {})).double()
     strat.backward(losses, model.trunk.parameters())
-    return [p.grad.clone() for p in model.trunk.parameters()], [
-        p.grad.clone() for p in model.heads.parameters()
-    ]
+    return [p.grad.clone() for p in model.trunk.parameters()], [p.grad.clone() for p in model.heads.parameters()]
 
 
 def _flat(ts: list[Tensor]) -> Tensor:
@@ -113,9 +111,7 @@ def test_geometric_mean_is_scale_invariant_in_direction_only() -> None:
     torch.testing.assert_close(_flat(sb), LAM ** (1 / 3) * _flat(sa), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    ("name", "kwargs"), [("equal", None), ("mgda", None), ("power_mean", {"gamma": 1.0})]
-)
+@pytest.mark.parametrize(("name", "kwargs"), [("equal", None), ("mgda", None), ("power_mean", {"gamma": 1.0})])
 def test_not_scale_invariant(name: str, kwargs: dict | None) -> None:
     """Control: the plain sum, MGDA and the gamma != 0 power mean do change when a loss is rescaled."""
     sa, _ = _grads(name, _ident, kwargs)
@@ -382,20 +378,13 @@ def test_gradient_level_heads_get_their_own_gradients() -> None:
     model = ToyMTL()
     x, y = _data()
     ls = model.losses(x, y)
-    expected = [
-        torch.autograd.grad(ls[i], list(model.heads[i].parameters()), retain_graph=True) for i in range(3)
-    ]
+    expected = [torch.autograd.grad(ls[i], list(model.heads[i].parameters()), retain_graph=True) for i in range(3)]
     G = torch.stack(
-        [
-            _flat(list(torch.autograd.grad(ls[i], list(model.trunk.parameters()), retain_graph=True)))
-            for i in range(3)
-        ]
+        [_flat(list(torch.autograd.grad(ls[i], list(model.trunk.parameters()), retain_graph=True))) for i in range(3)]
     )
     logs = mt.GradientNormalization(3, eps=0.0).backward(ls, model.trunk.parameters())
     for i in range(3):
-        torch.testing.assert_close(
-            _flat([p.grad for p in model.heads[i].parameters()]), _flat(list(expected[i]))
-        )
+        torch.testing.assert_close(_flat([p.grad for p in model.heads[i].parameters()]), _flat(list(expected[i])))
     u_ref = (G / G.norm(dim=1, keepdim=True)).sum(0)
     torch.testing.assert_close(_flat([p.grad for p in model.trunk.parameters()]), u_ref)
     torch.testing.assert_close(logs["weights"], 1 / G.norm(dim=1))
@@ -407,9 +396,7 @@ def test_batched_task_gradients_match_the_loop(name: str) -> None:
     ref, bat = ToyMTL(), ToyMTL()
     mt.make_strategy(name, 3).backward(ref.losses(x, y), ref.trunk.parameters())
     mt.make_strategy(name, 3, batched=True).backward(bat.losses(x, y), bat.trunk.parameters())
-    torch.testing.assert_close(
-        _flat([p.grad for p in bat.parameters()]), _flat([p.grad for p in ref.parameters()])
-    )
+    torch.testing.assert_close(_flat([p.grad for p in bat.parameters()]), _flat([p.grad for p in ref.parameters()]))
 
 
 def test_gradient_level_accumulates_into_existing_grads() -> None:
@@ -503,9 +490,7 @@ def test_initial_loss_estimate_and_theory() -> None:
     yk = torch.randint(0, 10, (50,))
     assert mt.classification_initial_loss(10) == pytest.approx(float(nn.functional.cross_entropy(logits, yk)))
     t = torch.randn(100, 3) + 1
-    assert mt.regression_initial_loss(t) == pytest.approx(
-        float(nn.functional.mse_loss(torch.zeros_like(t), t))
-    )
+    assert mt.regression_initial_loss(t) == pytest.approx(float(nn.functional.mse_loss(torch.zeros_like(t), t)))
     assert mt.regression_prior_loss(t) == pytest.approx(
         float(nn.functional.mse_loss(t.mean(0).expand_as(t), t)), rel=1e-6
     )

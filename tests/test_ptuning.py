@@ -67,9 +67,7 @@ def batch(enc: dict[str, torch.Tensor]) -> list[torch.Tensor]:
 # ------------------------------------------------------------------------------------------------ frozen LM
 @pytest.mark.parametrize("arch", ["bert", "llama"])
 @pytest.mark.parametrize("prompt", ["none", "mlp", "lstm"])
-def test_frozen_lm_only_prompt_gets_gradients_and_lm_is_bitwise_unchanged(
-    tok: Any, arch: str, prompt: str
-) -> None:
+def test_frozen_lm_only_prompt_gets_gradients_and_lm_is_bitwise_unchanged(tok: Any, arch: str, prompt: str) -> None:
     lm = tiny_bert(tok) if arch == "bert" else tiny_llama(tok)
     pattern = "{p2}{label}{p2}{text}" if arch == "bert" else "{p2}{text}{p2} it was{label}"
     pt = PTuning(lm, tok, pattern, ["bad", "good"], prompt=prompt, max_length=40, aux_weight=0.5)  # type: ignore[arg-type]
@@ -204,9 +202,7 @@ def _manual_full_logits(lm: Any, embeds: torch.Tensor, mask: torch.Tensor) -> to
 
 def test_mlm_scores_equal_manual_log_probs(tok: Any) -> None:
     lm = tiny_bert(tok, torch.float64)
-    pt = PTuning(
-        lm, tok, "{p2}{label}{p2}{text}", ["bad", "good", "fine"], prompt="lstm", max_length=40
-    ).double()
+    pt = PTuning(lm, tok, "{p2}{label}{p2}{text}", ["bad", "good", "fine"], prompt="lstm", max_length=40).double()
     enc = pt.encode(TEXTS)
     got = pt.predict(enc).double()
     ids = enc["input_ids"][:, 0]
@@ -365,9 +361,7 @@ def test_real_smollm2_loads_and_scores() -> None:
     assert lm.config.vocab_size == 49152
     assert lm.config.hidden_size == 576
     assert lm.config.num_hidden_layers == 30
-    pt = PTuning(
-        lm, tk, "{text} Overall, the movie was{label}", [" terrible", " great"], prompt="mlp", max_length=32
-    )
+    pt = PTuning(lm, tk, "{text} Overall, the movie was{label}", [" terrible", " great"], prompt="mlp", max_length=32)
     scores = pt.predict(pt.encode(["I loved every minute of this wonderful film."]))
     assert torch.isfinite(scores).all()
     assert float(scores[0, 1]) > float(scores[0, 0])
@@ -381,12 +375,8 @@ def test_real_minilm_loads_encoder_weights_with_tied_decoder() -> None:
     from safetensors.torch import load_file
 
     ref = load_file(str(require("minilm") / "model.safetensors"))
-    assert torch.equal(
-        lm.bert.encoder.layer[5].output.dense.weight, ref["encoder.layer.5.output.dense.weight"]
-    )
-    assert (
-        lm.cls.predictions.decoder.weight.data_ptr() == lm.bert.embeddings.word_embeddings.weight.data_ptr()
-    )
+    assert torch.equal(lm.bert.encoder.layer[5].output.dense.weight, ref["encoder.layer.5.output.dense.weight"])
+    assert lm.cls.predictions.decoder.weight.data_ptr() == lm.bert.embeddings.word_embeddings.weight.data_ptr()
     pt = PTuning(lm, tk, "{p2}{label}{text}", ["bad", "good"], max_length=32)
     assert torch.isfinite(pt.predict(pt.encode(TEXTS))).all()
 

@@ -165,17 +165,13 @@ def test_fgm_gradient_equals_gradient_penalty_gradient(norm: str, form: str) -> 
     assert errs[2] < errs[1] / 5
 
 
-@pytest.mark.parametrize(
-    ("form", "scope"), [("squared", "global"), ("norm", "global"), ("norm", "per_sample")]
-)
+@pytest.mark.parametrize(("form", "scope"), [("squared", "global"), ("norm", "global"), ("norm", "per_sample")])
 def test_finite_difference_penalty_matches_double_backward(form: str, scope: str) -> None:
     model = mlp()
     x = torch.randn(6, 5, dtype=D64)
     y = torch.randint(0, 3, (6,))
     exact = gradient_penalty_loss(model, x, y, eps=0.7, form=form, scope=scope)
-    fd = gradient_penalty_loss(
-        model, x, y, eps=0.7, form=form, scope=scope, method="finite_difference", fd_step=1e-6
-    )
+    fd = gradient_penalty_loss(model, x, y, eps=0.7, form=form, scope=scope, method="finite_difference", fd_step=1e-6)
     torch.testing.assert_close(fd, exact)  # values agree exactly
     ge, gf = flat_grad(exact, model), flat_grad(fd, model)
     assert float((ge - gf).norm() / ge.norm()) < 1e-4
@@ -226,9 +222,7 @@ def test_embedding_fgm_with_clean_term_matches_manual_gradient(scope: str) -> No
         delta = 0.5 * (g_w / g_w.norm())[ids]
     else:
         delta = 0.5 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)
-    ref_loss = F.cross_entropy(model(ids), y) + F.cross_entropy(
-        model.classify(emb + delta.detach(), ids != 0), y
-    )
+    ref_loss = F.cross_entropy(model(ids), y) + F.cross_entropy(model.classify(emb + delta.detach(), ids != 0), y)
     torch.testing.assert_close(got, flat_grad(ref_loss, model))
 
 
@@ -403,9 +397,7 @@ def test_fgm_with_gradscaler_matches_unscaled() -> None:
     x, y = torch.randn(6, 5, dtype=D64), torch.randint(0, 3, (6,))
     ref = flat_grad(fgm_loss(model, x, y, eps=0.3), model)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    scaled = (
-        flat_grad(scaler.scale(fgm_loss(model, x, y, eps=0.3, scaler=scaler)), model) / scaler.get_scale()
-    )
+    scaled = flat_grad(scaler.scale(fgm_loss(model, x, y, eps=0.3, scaler=scaler)), model) / scaler.get_scale()
     torch.testing.assert_close(scaled, ref)
 
 
@@ -457,9 +449,7 @@ def test_gradcheck_penalties_wrt_weights() -> None:
     v = torch.randn(6, 3, dtype=D64, requires_grad=True)
     x = torch.randn(4, 5, dtype=D64)
     y = torch.tensor([0, 1, 2, 0])
-    assert torch.autograd.gradcheck(
-        lambda w_, v_: smoothness_penalty(_Functional(w_, v_), x, loss="mse"), (w, v)
-    )
+    assert torch.autograd.gradcheck(lambda w_, v_: smoothness_penalty(_Functional(w_, v_), x, loss="mse"), (w, v))
     assert torch.autograd.gradcheck(
         lambda w_, v_: gradient_penalty_loss(_Functional(w_, v_), x, y, eps=0.5, form="squared"), (w, v)
     )

@@ -179,9 +179,7 @@ def test_sync_batchnorm_single_process_is_batchnorm(gen: torch.Generator) -> Non
     x = torch.randn(7, 3, generator=gen)
     torch.testing.assert_close(conv(x), net(x))
     torch.testing.assert_close(conv[1].running_var, net[1].running_var)
-    assert (
-        convert_sync_batchnorm(nn.BatchNorm1d(2, affine=False).double()).running_mean.dtype == torch.float64
-    )
+    assert convert_sync_batchnorm(nn.BatchNorm1d(2, affine=False).double()).running_mean.dtype == torch.float64
 
 
 # ---------------------------------------------------------------- systems
@@ -236,9 +234,7 @@ def test_no_stop_gradient_changes_only_the_gradient() -> None:
     oa["loss"].backward()
     ob["loss"].backward()
     ga, gb = _grads(a), _grads(b)
-    torch.testing.assert_close(
-        ga["predictor.net.0.weight"], gb["predictor.net.0.weight"]
-    )  # predictor: no change
+    torch.testing.assert_close(ga["predictor.net.0.weight"], gb["predictor.net.0.weight"])  # predictor: no change
     assert not torch.allclose(ga["backbone.0.weight"], gb["backbone.0.weight"])  # encoder gets the extra term
 
 
@@ -308,9 +304,7 @@ def test_simsiam_loss_range_and_monitors() -> None:
 def test_byol_gradients_only_online_and_target_is_copy() -> None:
     torch.manual_seed(0)
     m = BYOL(_backbone(), 10, hidden_dim=16, dim=8)
-    for (n, p), (_, q) in zip(
-        m.backbone.named_parameters(), m.target_backbone.named_parameters(), strict=True
-    ):
+    for (n, p), (_, q) in zip(m.backbone.named_parameters(), m.target_backbone.named_parameters(), strict=True):
         torch.testing.assert_close(p, q, msg=n)
     x1, x2 = _views()
     out = m(x1, x2)
@@ -323,9 +317,7 @@ def test_byol_gradients_only_online_and_target_is_copy() -> None:
         else:
             assert p.grad is not None, n
             assert float(p.grad.abs().sum()) > 0, n
-    assert len(m.parameter_groups()[0]["params"]) == sum(
-        1 for n, _ in m.named_parameters() if "target" not in n
-    )
+    assert len(m.parameter_groups()[0]["params"]) == sum(1 for n, _ in m.named_parameters() if "target" not in n)
 
 
 def test_cosine_tau_closed_form() -> None:

@@ -19,9 +19,7 @@ from kexue.experiments import simsiam as exp
         ("target_only", 0.605, 0.0, 0.605),
     ],
 )
-def test_toy_ode_exact_limits_and_invariants(
-    variant: str, phi_lim: float, theta_lim: float, invariant: float
-) -> None:
+def test_toy_ode_exact_limits_and_invariants(variant: str, phi_lim: float, theta_lim: float, invariant: float) -> None:
     ts, ph, th = exp.integrate_toy_ode(variant, t_end=200.0, dt=0.02)
     assert ph[-1] == pytest.approx(phi_lim, abs=1e-4)
     assert th[-1] == pytest.approx(theta_lim, abs=1e-4)

@@ -25,14 +25,10 @@ THRESHOLD = ["exp", "sigmoid", "laplace"]
 
 
 @st.composite
-def rows_and_k(
-    draw: st.DrawFn, *, max_n: int = 12, lo: float = -6.0, hi: float = 6.0
-) -> tuple[torch.Tensor, int]:
+def rows_and_k(draw: st.DrawFn, *, max_n: int = 12, lo: float = -6.0, hi: float = 6.0) -> tuple[torch.Tensor, int]:
     n = draw(st.integers(2, max_n))
     b = draw(st.integers(1, 3))
-    vals = draw(
-        st.lists(st.floats(lo, hi, allow_nan=False, allow_infinity=False), min_size=n * b, max_size=n * b)
-    )
+    vals = draw(st.lists(st.floats(lo, hi, allow_nan=False, allow_infinity=False), min_size=n * b, max_size=n * b))
     k = draw(st.integers(0, n))
     return torch.tensor(vals, dtype=torch.float64).reshape(b, n), k
 
@@ -173,9 +169,7 @@ def test_gradtopk_bruteforce(n: int, gen: torch.Generator) -> None:
 
 def test_gradtopk_bruteforce_with_ties() -> None:
     x = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.5, -2.0], dtype=torch.float64)
-    torch.testing.assert_close(
-        soft_topk(x, 3, method="gradtopk"), ref.gradtopk_bruteforce(x, 3), atol=1e-12, rtol=0
-    )
+    torch.testing.assert_close(soft_topk(x, 3, method="gradtopk"), ref.gradtopk_bruteforce(x, 3), atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("method", THRESHOLD)
@@ -219,9 +213,7 @@ def test_iterative_range_violation() -> None:
     # spec 8.2 [ours]: x=[-1.6, -4.6, 2.9, -3.3], k=2 gives p=[0.782, 0.040, 1.030, 0.147]
     x = torch.tensor([-1.6, -4.6, 2.9, -3.3], dtype=torch.float64)
     p = soft_topk(x, 2, method="iterative")
-    torch.testing.assert_close(
-        p, torch.tensor([0.782, 0.040, 1.030, 0.147], dtype=torch.float64), atol=1e-3, rtol=0
-    )
+    torch.testing.assert_close(p, torch.tensor([0.782, 0.040, 1.030, 0.147], dtype=torch.float64), atol=1e-3, rtol=0)
     assert float(p[2]) > 1
 
 
@@ -230,9 +222,7 @@ def test_iterative_monotonicity_violation() -> None:
     # second
     x = torch.tensor([0.0, 3.0, 6.0, 9.0], dtype=torch.float64)
     p = soft_topk(x, 2, method="iterative")
-    torch.testing.assert_close(
-        p, torch.tensor([0.003, 0.064, 0.978, 0.955], dtype=torch.float64), atol=1e-3, rtol=0
-    )
+    torch.testing.assert_close(p, torch.tensor([0.003, 0.064, 0.978, 0.955], dtype=torch.float64), atol=1e-3, rtol=0)
     assert float(p[3]) < float(p[2])
 
 

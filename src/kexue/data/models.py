@@ -38,9 +38,7 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError as e:  # pragma: no cover - transformers is a declared dependency of this feature
-        raise ImportError(
-            "loading pretrained LMs needs `transformers` (and `gguf`, `accelerate` for GGUF)"
-        ) from e
+        raise ImportError("loading pretrained LMs needs `transformers` (and `gguf`, `accelerate` for GGUF)") from e
     transformers.logging.set_verbosity_error()
     return transformers
 

@@ -80,9 +80,7 @@ CLAIMS = {
     ),
     "large_tau_unaffected": "At tau=0.5 the float error does not appear.",
     "flatnce_small_batch": "At small batch sizes FlatNCE learns better representations than InfoNCE.",
-    "float_error_explains": (
-        "Small-batch InfoNCE is held back by floating-point error (the paper's explanation)."
-    ),
+    "float_error_explains": ("Small-batch InfoNCE is held back by floating-point error (the paper's explanation)."),
     "reweighting_explains": (
         "FlatNCE's effect comes from its per-anchor re-weighting (1+xi)/xi, not from float precision."
     ),
@@ -188,18 +186,12 @@ def _draw(k: int, dim: int, cos_pos: float, g: torch.Generator) -> tuple[Tensor,
 def _loss_and_grad(kind: str, x: Tensor, pos: Tensor, negs: Tensor, tau: float) -> tuple[float, Tensor]:
     q = x[None].clone().requires_grad_()
     kw: dict[str, Any] = {"temperature": tau, "negatives": negs, "normalize": False}
-    loss = (
-        flat_nce(q, pos[None], **kw)
-        if kind == "flatnce"
-        else info_nce(q, pos[None], stable=kind == "stable", **kw)
-    )
+    loss = flat_nce(q, pos[None], **kw) if kind == "flatnce" else info_nce(q, pos[None], stable=kind == "stable", **kw)
     (g,) = torch.autograd.grad(loss, q)
     return float(loss.detach()), g[0].double()
 
 
-def _compare_precisions(
-    kind: str, x: Tensor, pos: Tensor, negs: Tensor, tau: float
-) -> tuple[float, float, float]:
+def _compare_precisions(kind: str, x: Tensor, pos: Tensor, negs: Tensor, tau: float) -> tuple[float, float, float]:
     """(float64 loss, float32 loss, cosine of float32 vs float64 anchor gradients).
 
     The float64 reference of both InfoNCE forms is the stable one: plain InfoNCE rounds ``1 + xi`` in float64
@@ -227,9 +219,7 @@ def _float_table(fc: FloatConfig, seed: int) -> list[dict[str, float | str]]:
             g = torch.Generator().manual_seed(seed * 7919 + k)
             draws = [_draw(k, fc.dim, fc.cos_pos, g) for _ in range(fc.draws)]
             xi = [
-                float(
-                    flat_nce(d[0][None], d[1][None], temperature=tau, negatives=d[2], normalize=False).exp()
-                )
+                float(flat_nce(d[0][None], d[1][None], temperature=tau, negatives=d[2], normalize=False).exp())
                 for d in draws
             ]
             for kind in LOSSES:
@@ -259,9 +249,7 @@ def _xi_sweep(fc: FloatConfig, seed: int, k: int) -> dict[str, list[float]]:
     for tau in torch.logspace(math.log10(0.02), 0.0, fc.sweep_points, dtype=torch.float64).tolist():
         x, pos, negs = _draw(k, fc.dim, fc.cos_pos, g)
         out["tau"].append(tau)
-        out["xi"].append(
-            float(flat_nce(x[None], pos[None], temperature=tau, negatives=negs, normalize=False).exp())
-        )
+        out["xi"].append(float(flat_nce(x[None], pos[None], temperature=tau, negatives=negs, normalize=False).exp()))
         for kind in LOSSES:
             out[kind].append(_compare_precisions(kind, x, pos, negs, tau)[2])
     return out
@@ -436,9 +424,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
     for kind in LOSSES:
         for j, metric in enumerate(("linear_probe", "knn")):
             ms = [mean_std(acc(kind, b, metric)) for b in bss]
-            ax[0, j].errorbar(
-                bss, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3, label=kind
-            )
+            ax[0, j].errorbar(bss, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3, label=kind)
         hist = [r["history"] for r in runs if r["loss"] == kind and r["batch_size"] == bss[0]]
         ep = [h["epoch"] for h in hist[0]]
         ax[0, 2].plot(
@@ -535,8 +521,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
             ARTICLE,
             holds=fe,
             evidence=(
-                base_evidence
-                + f"; stable vs plain InfoNCE: {_verdict_word(stable_vs_plain)}, FlatNCE vs plain: "
+                base_evidence + f"; stable vs plain InfoNCE: {_verdict_word(stable_vs_plain)}, FlatNCE vs plain: "
                 f"{_verdict_word(flat_vs_plain)}; largest fraction of training anchors with xi < 1e-6 "
                 f"(any epoch, any run) {tiny:.2%}"
             ),

@@ -136,9 +136,7 @@ class Config:
 
 
 PRESETS = {
-    "smoke": Config(
-        train_limit=512, epochs=2, batch_size=64, width=8, latent_dim=16, n_eval=256, noise_stats=256
-    ),
+    "smoke": Config(train_limit=512, epochs=2, batch_size=64, width=8, latent_dim=16, n_eval=256, noise_stats=256),
     "quick": Config(),
     "full": Config(
         dataset="fashion_mnist",
@@ -292,9 +290,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
         if v not in _VARIANTS:
             raise ValueError(f"unknown variant {v!r}; expected some of {_VARIANTS}")
     if "ign" not in cfg.variants:
-        raise ValueError(
-            f"variants must include 'ign' (the reference of every comparison), got {cfg.variants}"
-        )
+        raise ValueError(f"variants must include 'ign' (the reference of every comparison), got {cfg.variants}")
     load = load_mnist if cfg.dataset == "mnist" else load_fashion_mnist
     x_tr01, y_tr = load("train", limit=cfg.train_limit)
     x_te01, y_te = load("test", limit=cfg.n_eval)
@@ -397,9 +393,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
         "anchors": anchors,
         "variants": runs,
         "n_train": int(x_tr.shape[0]),
-        "parameters": sum(
-            p.numel() for p in DCGANAutoencoder(width=cfg.width, latent_dim=cfg.latent_dim).parameters()
-        ),
+        "parameters": sum(p.numel() for p in DCGANAutoencoder(width=cfg.width, latent_dim=cfg.latent_dim).parameters()),
     }
     return Result(metrics=metrics, claims=claims, plots=plots)
 
@@ -539,9 +533,7 @@ def _claims(cfg: Config, anchors: dict[str, Any], runs: dict[str, list[dict[str,
     return out
 
 
-def _plots(
-    cfg: Config, out_dir: Path, runs: dict[str, list[dict[str, Any]]], keep: dict[str, Any]
-) -> list[str]:
+def _plots(cfg: Config, out_dir: Path, runs: dict[str, list[dict[str, Any]]], keep: dict[str, Any]) -> list[str]:
     plots = []
     k = keep["ign"]
     fig, ax = new_figure(1, 1, width=6.5, height=3.6)
@@ -578,9 +570,7 @@ def _plots(
     ax[0, 0].set(xlabel="epoch", ylabel="L_rec (train)", title="reconstruction loss", yscale="log")
     ax[0, 1].set(xlabel="epoch", ylabel="D(f(f(z)), f(z))", title="raw tightness distance")
     ax[0, 2].axhline(0.1, color="grey", ls="--")
-    ax[0, 2].set(
-        xlabel="predicted class", ylabel="share of f(z)", title="class histogram of one-step samples"
-    )
+    ax[0, 2].set(xlabel="predicted class", ylabel="share of f(z)", title="class histogram of one-step samples")
     for a in ax[0]:
         a.legend(fontsize=7)
     plots.append(save_figure(fig, out_dir, "ign_curves"))

@@ -73,16 +73,11 @@ ORDER = 50
 TITLE = "Multi-task loss weighting (MultiMNIST + ink-mass regression)"
 ARTICLE = "https://kexue.fm/archives/8870"
 CLAIMS = {
-    "equal_dominated": (
-        "With an equal-weight sum, the task whose loss is ~10^3 larger dominates the shared trunk."
-    ),
+    "equal_dominated": ("With an equal-weight sum, the task whose loss is ~10^3 larger dominates the shared trunk."),
     "scale_invariance": (
-        "Initial-loss, prior-loss, real-time and gradient-norm normalisation are unaffected by "
-        "rescaling a task's loss."
+        "Initial-loss, prior-loss, real-time and gradient-norm normalisation are unaffected by rescaling a task's loss."
     ),
-    "gamma_tradeoff": (
-        "A larger power-mean gamma focuses on the worst task, trading mean-task for worst-task score."
-    ),
+    "gamma_tradeoff": ("A larger power-mean gamma focuses on the worst task, trading mean-task for worst-task score."),
 }
 INVARIANT = ("initial", "prior", "realtime", "gradient_normalization")
 TASKS = ("digit_a", "digit_b", "ink")
@@ -321,9 +316,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
             )
             model.eval()
             test = _scores(model, x_te, y_te, t_te)
-            runs[variant].append(
-                {"seed": seed, "test": test, "norm": normalised(test), "history": res.history}
-            )
+            runs[variant].append({"seed": seed, "test": test, "norm": normalised(test), "history": res.history})
 
     # ------------------------------------------------------------------ aggregate
     def col(variant: str, key: str) -> list[float]:
@@ -372,8 +365,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
             if sn not in cfg.strategies or sn not in cfg.rescaled_strategies:
                 continue
             diffs[sn] = max(
-                abs(sum(a - b for a, b in zip(col(sn + L, key), col(sn + S, key))) / cfg.seeds)
-                for key in TASKS
+                abs(sum(a - b for a, b in zip(col(sn + L, key), col(sn + S, key))) / cfg.seeds) for key in TASKS
             )
         worst = max(diffs[sn] for sn in inv)
         claims.append(
@@ -388,9 +380,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                     + ", ".join(f"{sn} {d:.4f}" for sn, d in diffs.items())
                     + f" (tolerance {cfg.invariance_tol}; equal weighting is the non-invariant control). "
                     "For scale: largest seed std of a task score at the large scale: "
-                    + ", ".join(
-                        f"{sn} {max(table[sn + L][key + '_std'] for key in TASKS):.4f}" for sn in diffs
-                    )
+                    + ", ".join(f"{sn} {max(table[sn + L][key + '_std'] for key in TASKS):.4f}" for sn in diffs)
                 ),
                 measured={f"max_change_{sn}": d for sn, d in diffs.items()},
             )
@@ -418,13 +408,9 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 evidence=(
                     f"power mean of prior-normalised losses, {cfg.seeds} seeds: {sweep}. "
                     f"Worst task at g={g_hi:g} vs g=0: "
-                    + {True: "higher beyond noise", False: "lower beyond noise", None: "within noise"}[
-                        worse_worst
-                    ]
+                    + {True: "higher beyond noise", False: "lower beyond noise", None: "within noise"}[worse_worst]
                     + "; mean task: "
-                    + {True: "higher beyond noise", False: "lower beyond noise", None: "within noise"}[
-                        mean_up
-                    ]
+                    + {True: "higher beyond noise", False: "lower beyond noise", None: "within noise"}[mean_up]
                 ),
                 measured={
                     "worst_g0": table[v0]["worst"],
@@ -460,9 +446,7 @@ def _plot_curves(runs: dict[str, list[dict[str, Any]]], cfg: Config, out_dir: Pa
             vals = [sum(r["history"][e][task] for r in rs) / len(rs) for e in range(len(epochs))]
             ax[0, j].plot(epochs, vals, marker="o", label=variant.split("@")[0])
     for j, task in enumerate(TASKS):
-        ax[0, j].set(
-            xlabel="epoch", ylabel="validation score", title=f"{task} (ink loss x{cfg.large_scale:g})"
-        )
+        ax[0, j].set(xlabel="epoch", ylabel="validation score", title=f"{task} (ink loss x{cfg.large_scale:g})")
     ax[0, 2].legend(fontsize=7)
     return save_figure(fig, out_dir, "multitask_curves")
 

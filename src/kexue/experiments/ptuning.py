@@ -292,9 +292,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
     for lm, _ in models.values():
         lm.cpu().eval()
         lm.requires_grad_(False)
-    initial = {
-        k: {n: p.detach().clone() for n, p in lm.state_dict().items()} for k, (lm, _) in models.items()
-    }
+    initial = {k: {n: p.detach().clone() for n, p in lm.state_dict().items()} for k, (lm, _) in models.items()}
     results: dict[str, Any] = {}
     losses: dict[str, list[float]] = {}
     for ds in cfg.datasets:
@@ -321,9 +319,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                     templates = spec["hand"] if var == "zeroshot" else [spec["hand"][0]]
                     for ti, tmpl in enumerate(templates):
                         for i in seeds:
-                            key = (
-                                f"{ds}/{mk}/n{n}/{var}" + (f"/t{ti}" if var == "zeroshot" else "") + f"/s{i}"
-                            )
+                            key = f"{ds}/{mk}/n{n}/{var}" + (f"/t{ti}" if var == "zeroshot" else "") + f"/s{i}"
                             if var == "zeroshot" and n != cfg.n_train[0]:
                                 continue  # zero-shot does not depend on n
                             path = runs_dir / (key.replace("/", "_") + ".json")
@@ -418,9 +414,7 @@ def _claims(cfg: Config, metrics: dict[str, Any]) -> list[Any]:
         best_pt[mk] = p
         cid = f"ptuning_vs_handwritten_{mk}"
         if p is None or h is None:
-            out.append(
-                claim(cid, CLAIMS[cid], ARTICLE, holds=None, evidence="variants not run in this preset")
-            )
+            out.append(claim(cid, CLAIMS[cid], ARTICLE, holds=None, evidence="variants not run in this preset"))
             continue
         holds = compare(p[1], h[1], margin=-0.01)
         mp, sp = mean_std(p[1])

@@ -83,8 +83,7 @@ ORDER = 10
 TITLE = "Noise, gradient penalty, FGM and VAT (article 7466)"
 ARTICLE = "https://kexue.fm/archives/7466"
 CLAIMS = {
-    "noise_laplacian": "Zero-mean input noise adds 1/2 sigma^2 times the Laplacian of the loss "
-    "(second order).",
+    "noise_laplacian": "Zero-mean input noise adds 1/2 sigma^2 times the Laplacian of the loss (second order).",
     "consistency_gp": "The noisy consistency term equals 1/2 sigma^2 times the lambda-weighted gradient "
     "penalty (lambda = 2 for MSE, 1/p_i for KL): only the Gauss-Newton term survives.",
     "rademacher": "The Rademacher estimate ||grad_x(eta^T f)||^2 of the gradient penalty is unbiased.",
@@ -98,11 +97,9 @@ CLAIMS = {
     "mnist_entmin": "VAT + entropy minimisation is at least as good as VAT (Miyato et al. 2017).",
     "text_fgm_helps": "IMDB-200: FGM on embeddings beats the supervised baseline.",
     "text_gp_helps": "IMDB-200: the gradient penalty on embeddings beats the supervised baseline.",
-    "text_vat_global_helps": "IMDB-200: VAT with the author's whole-embedding-matrix normalisation beats "
-    "supervised.",
+    "text_vat_global_helps": "IMDB-200: VAT with the author's whole-embedding-matrix normalisation beats supervised.",
     "text_vat_per_sample_helps": "IMDB-200: VAT with per-sample normalisation beats supervised.",
-    "text_fgm_approx_gp": "IMDB-200: FGM and the gradient penalty give about the same accuracy "
-    "(article 7234).",
+    "text_fgm_approx_gp": "IMDB-200: FGM and the gradient penalty give about the same accuracy (article 7234).",
 }
 SRC = {
     "7466": "https://kexue.fm/archives/7466",
@@ -201,9 +198,7 @@ PRESETS = {
         n_seeds=1,
         mc_samples=4000,
         mnist=MnistConfig(n_unlabelled=512, epochs=2, ul_batch=64, hidden=(64,), test_limit=500),
-        text=TextConfig(
-            n_unlabelled=256, max_len=64, vocab_size=2000, dim=16, hidden=16, epochs=2, test_limit=300
-        ),
+        text=TextConfig(n_unlabelled=256, max_len=64, vocab_size=2000, dim=16, hidden=16, epochs=2, test_limit=300),
     ),
     "quick": Config(),
     "full": Config(
@@ -273,8 +268,7 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
             CLAIMS["noise_laplacian"],
             SRC["7466"],
             holds=1.7 <= slope <= 2.3,
-            evidence=f"relative error {', '.join(f'{r:.2e}' for r in rel)} at sigma {sigmas}: "
-            f"slope {slope:.2f}",
+            evidence=f"relative error {', '.join(f'{r:.2e}' for r in rel)} at sigma {sigmas}: slope {slope:.2f}",
             measured={"slope": slope},
         )
     )
@@ -314,10 +308,7 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
     x3 = torch.randn(1, 5, dtype=torch.float64, generator=g)
     exact = float(smoothness_penalty(model4, x3, loss="kl"))
     draws = torch.stack(
-        [
-            smoothness_penalty(model4, x3, loss="kl", estimator="rademacher", generator=g).detach()
-            for _ in range(2000)
-        ]
+        [smoothness_penalty(model4, x3, loss="kl", estimator="rademacher", generator=g).detach() for _ in range(2000)]
     )
     mean, se = float(draws.mean()), float(draws.std()) / math.sqrt(len(draws))
     running = (draws.cumsum(0) / torch.arange(1, len(draws) + 1)).tolist()
@@ -344,9 +335,7 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
     epss = [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
     cos, err = [], []
     for ep in epss:
-        adv = _flat_grad(
-            fgm_loss(model, xb, yb, eps=ep, norm="none", scope="global", include_clean=False), model
-        )
+        adv = _flat_grad(fgm_loss(model, xb, yb, eps=ep, norm="none", scope="global", include_clean=False), model)
         gp = _flat_grad(gradient_penalty_loss(model, xb, yb, eps=ep, form="squared"), model)
         da, db = adv - clean, gp - clean
         cos.append(float(F.cosine_similarity(da, db, dim=0)))
@@ -393,9 +382,7 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
     mlp = _mnist_mlp((64,))
     # Ten iterations make the direction (nearly) independent of the random start, so the cosine measures only
     # the float32 rounding of the probe at radius xi (the float64 reference uses xi = 1e-6).
-    ref = vat_direction(
-        mlp.double(), x_m.double(), xi=1e-6, n_power=10, generator=torch.Generator().manual_seed(0)
-    )
+    ref = vat_direction(mlp.double(), x_m.double(), xi=1e-6, n_power=10, generator=torch.Generator().manual_seed(0))
     mlp = mlp.float()
     xis = [1e-9, 1e-7, 1e-6, 1e-4, 1e-2, 1.0, 10.0]
     xi_cos = []
@@ -405,9 +392,7 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
     ax[1, 1].set(xlabel="power iterations r", title="power iteration (float64)")
     ax[1, 1].legend()
     ax[1, 2].semilogx(xis, xi_cos, "o-")
-    ax[1, 2].set(
-        xlabel="xi", ylabel="|cos| with float64 xi=1e-6", title="float32 probe radius (MNIST MLP, r=10)"
-    )
+    ax[1, 2].set(xlabel="xi", ylabel="|cos| with float64 xi=1e-6", title="float32 probe radius (MNIST MLP, r=10)")
     m["power_iteration"] = {
         "r": rs,
         "cosine": mean_cos,
@@ -432,9 +417,7 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
     steps = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
     fd_err = []
     for fd_h in steps:
-        fd = _flat_grad(
-            gradient_penalty_loss(model, xb, yb, eps=1.0, method="finite_difference", fd_step=fd_h), model
-        )
+        fd = _flat_grad(gradient_penalty_loss(model, xb, yb, eps=1.0, method="finite_difference", fd_step=fd_h), model)
         fd_err.append(float((fd - exact_g).norm() / exact_g.norm()))
     m["finite_difference"] = {"fd_step": steps, "relative_error": fd_err}
     claims.append(
@@ -443,8 +426,7 @@ def _equivalences(cfg: Config, out_dir: Path) -> tuple[dict[str, Any], list[Any]
             CLAIMS["finite_difference"],
             SRC["7234"],
             holds=min(fd_err) < 1e-3,
-            evidence=f"relative gradient error {', '.join(f'{v:.1e}' for v in fd_err)} at fd_step {steps} "
-            "(float64)",
+            evidence=f"relative gradient error {', '.join(f'{v:.1e}' for v in fd_err)} at fd_step {steps} (float64)",
             measured={"best_relative_error": min(fd_err), "error_at_1e-3": fd_err[1]},
         )
     )
@@ -509,9 +491,7 @@ def _ge_claim(cid: str, src: str, a: list[float], b: list[float], names: tuple[s
     )
 
 
-def _mnist(
-    cfg: Config, mc: MnistConfig, out_dir: Path, resume: bool
-) -> tuple[dict[str, Any], list[Any], list[str]]:
+def _mnist(cfg: Config, mc: MnistConfig, out_dir: Path, resume: bool) -> tuple[dict[str, Any], list[Any], list[str]]:
     x_all, y_all = load_mnist("train")
     x_val, y_val = load_mnist("val", limit=1000)
     x_te, y_te = load_mnist("test", limit=mc.test_limit)
@@ -590,9 +570,7 @@ def _mnist(
         per_epoch = [sum(c[i] for c in curves[v]) / len(curves[v]) for i in range(len(curves[v][0]))]
         ax[0, 1].plot(range(1, len(per_epoch) + 1), per_epoch, "o-", label=v)
     lo = min(min(a) for a in acc.values())
-    ax[0, 0].set(
-        ylabel="test accuracy", title=f"MNIST, {mc.n_labels} labels", ylim=(max(0.0, lo - 0.05), 1.0)
-    )
+    ax[0, 0].set(ylabel="test accuracy", title=f"MNIST, {mc.n_labels} labels", ylim=(max(0.0, lo - 0.05), 1.0))
     ax[0, 0].tick_params(axis="x", rotation=20)
     ax[0, 1].set(xlabel="epoch (unlabelled pool)", ylabel="val accuracy (1k)", title="validation")
     ax[0, 1].legend()
@@ -607,12 +585,8 @@ def _mnist(
         "n_unlabelled": int(x_u.shape[0]),
     }
     claims = [
-        _compare_claim(
-            "mnist_vat_beats_noise", SRC["7466"], acc["vat_r1"], acc["noise_r0"], ("vat", "noise")
-        ),
-        _ge_claim(
-            "mnist_noise_ge_supervised", SRC["7466"], acc["noise_r0"], acc["supervised"], ("noise", "sup")
-        ),
+        _compare_claim("mnist_vat_beats_noise", SRC["7466"], acc["vat_r1"], acc["noise_r0"], ("vat", "noise")),
+        _ge_claim("mnist_noise_ge_supervised", SRC["7466"], acc["noise_r0"], acc["supervised"], ("noise", "sup")),
         _ge_claim("mnist_entmin", SRC["vat"], acc["vat_entmin"], acc["vat_r1"], ("vat_entmin", "vat")),
     ]
     return metrics, claims, [plot]
@@ -621,9 +595,7 @@ def _mnist(
 # --------------------------------------------------------------------------------------------- part 3
 
 
-def _text(
-    cfg: Config, tc: TextConfig, out_dir: Path, resume: bool
-) -> tuple[dict[str, Any], list[Any], list[str]]:
+def _text(cfg: Config, tc: TextConfig, out_dir: Path, resume: bool) -> tuple[dict[str, Any], list[Any], list[str]]:
     texts, labels = load_imdb("train")
     te_texts, te_labels = load_imdb("test", limit=tc.test_limit)
     variants = ["supervised", "fgm", "gp", "vat_global", "vat_per_sample"]
@@ -689,17 +661,13 @@ def _text(
         mean, std = mean_std(acc[v])
         ax[0, 0].bar(v, mean, yerr=std, capsize=4)
     lo = min(min(a) for a in acc.values())
-    ax[0, 0].set(
-        ylabel="test accuracy", title=f"IMDB, {tc.n_labels} labels", ylim=(max(0.0, lo - 0.05), None)
-    )
+    ax[0, 0].set(ylabel="test accuracy", title=f"IMDB, {tc.n_labels} labels", ylim=(max(0.0, lo - 0.05), None))
     ax[0, 0].tick_params(axis="x", rotation=20)
     plot = save_figure(fig, out_dir, "regularizers_imdb")
     claims = [
         _compare_claim("text_fgm_helps", SRC["7234"], acc["fgm"], acc["supervised"], ("fgm", "sup")),
         _compare_claim("text_gp_helps", SRC["7234"], acc["gp"], acc["supervised"], ("gp", "sup")),
-        _compare_claim(
-            "text_vat_global_helps", SRC["7466"], acc["vat_global"], acc["supervised"], ("vat", "sup")
-        ),
+        _compare_claim("text_vat_global_helps", SRC["7466"], acc["vat_global"], acc["supervised"], ("vat", "sup")),
         _compare_claim(
             "text_vat_per_sample_helps", SRC["vat"], acc["vat_per_sample"], acc["supervised"], ("vat", "sup")
         ),

@@ -389,11 +389,7 @@ def _train_one(
     def after(m: nn.Module, k: int) -> None:
         if isinstance(m, BYOL):
             m.update_target(k, total)
-        enc = [
-            p
-            for n, p in m.named_parameters()
-            if p.requires_grad and not n.startswith(("predictor", "target"))
-        ]
+        enc = [p for n, p in m.named_parameters() if p.requires_grad and not n.startswith(("predictor", "target"))]
         pred = [p for n, p in m.named_parameters() if p.requires_grad and n.startswith("predictor")]
         if pred and all(p.grad is not None for p in pred):
             trace["pred_rel_grad"].append(_norm([p.grad for p in pred]) / max(_norm(pred), 1e-12))  # type: ignore[misc]
@@ -426,9 +422,7 @@ def _train_one(
     z = _proj(model, x_te)
     row: dict[str, Any] = {
         "knn": knn_accuracy(f_tr, data["y_tr"], f_te, data["y_te"]),
-        "probe": linear_probe_accuracy(
-            f_tr, data["y_tr"], f_te, data["y_te"], epochs=cfg.probe_epochs, seed=seed
-        ),
+        "probe": linear_probe_accuracy(f_tr, data["y_tr"], f_te, data["y_te"], epochs=cfg.probe_epochs, seed=seed),
         "std": res.history[-1]["std"] if res.history else float("nan"),  # paper: train-mode, last epoch mean
         "test_std": float(normalized_std(z)),
         "erank": float(effective_rank(z)),
@@ -463,9 +457,7 @@ def _random_init(seed: int, cfg: Config, data: dict[str, Tensor]) -> dict[str, f
         f_tr, f_te = bb(data["x_tr"]), bb(data["x_te"])
     return {
         "knn": knn_accuracy(f_tr, data["y_tr"], f_te, data["y_te"]),
-        "probe": linear_probe_accuracy(
-            f_tr, data["y_tr"], f_te, data["y_te"], epochs=cfg.probe_epochs, seed=seed
-        ),
+        "probe": linear_probe_accuracy(f_tr, data["y_tr"], f_te, data["y_te"], epochs=cfg.probe_epochs, seed=seed),
     }
 
 
@@ -585,9 +577,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
     metrics["random_init"] = {"knn": [r["knn"] for r in rnd], "probe": [r["probe"] for r in rnd]}
     summary: dict[str, Any] = {}
     for v, rs in runs.items():
-        summary[v] = {
-            k: [r[k] for r in rs] for k in ("knn", "probe", "std", "test_std", "erank", "final_loss")
-        }
+        summary[v] = {k: [r[k] for r in rs] for k in ("knn", "probe", "std", "test_std", "erank", "final_loss")}
         for k in ("probe_xbar", "knn_xbar"):
             if k in rs[0]:
                 summary[v][k] = [r[k] for r in rs]
@@ -777,19 +767,14 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
         fb = s["probe_xbar"] + (sg["probe_xbar"] if sg else [])
         better = compare(fb, fx)
         worse = compare(fx, fb)
-        which = (
-            "F(xbar) better" if better else ("F(x) better" if worse else "no difference beyond seed noise")
-        )
+        which = "F(xbar) better" if better else ("F(x) better" if worse else "no difference beyond seed noise")
         claims.append(
             claim(
                 "mean_view_features",
                 CLAIMS["mean_view_features"],
                 ARTICLE + " (untested proposal)",
                 holds=True if (better or worse) else None,
-                evidence=(
-                    f"probe with F(x) {fmt(fx)} vs F(xbar) {fmt(fb)} (both mean-view variants pooled): "
-                    f"{which}"
-                ),
+                evidence=(f"probe with F(x) {fmt(fx)} vs F(xbar) {fmt(fb)} (both mean-view variants pooled): {which}"),
                 measured={"probe_x": mean_std(fx)[0], "probe_xbar": mean_std(fb)[0]},
             )
         )
@@ -798,9 +783,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
     return Result(metrics=metrics, claims=claims, plots=plots)
 
 
-def _plots(
-    runs: dict[str, list[dict[str, Any]]], rnd: list[dict[str, float]], cfg: Config, out_dir: Path
-) -> list[str]:
+def _plots(runs: dict[str, list[dict[str, Any]]], rnd: list[dict[str, float]], cfg: Config, out_dir: Path) -> list[str]:
     healthy = 1 / math.sqrt(cfg.dim)
     fig, ax = new_figure(3, 1)
 
@@ -860,12 +843,8 @@ def _plots(
             ax[0, 0].plot(smooth(t["enc_rel_grad"], k), ls="--", label=f"{v}: encoder")
             if t["dldp"]:
                 ax[0, 1].plot(smooth(t["dldp"], k), label=v)
-        ax[0, 0].set(
-            xlabel=f"step / {k}", ylabel="||grad|| / ||param||", yscale="log", title="relative gradient norms"
-        )
-        ax[0, 1].set(
-            xlabel=f"step / {k}", ylabel="||dL/dp1||", yscale="log", title="Su's shared factor dl/dh"
-        )
+        ax[0, 0].set(xlabel=f"step / {k}", ylabel="||grad|| / ||param||", yscale="log", title="relative gradient norms")
+        ax[0, 1].set(xlabel=f"step / {k}", ylabel="||dL/dp1||", yscale="log", title="Su's shared factor dl/dh")
         ax[0, 0].legend(fontsize=7)
         ax[0, 1].legend(fontsize=7)
         names.append(save_figure(fig, out_dir, "simsiam_dynamics"))

@@ -104,30 +104,19 @@ for _m in METHODS:
             continue
         _neg = "" if EXPECTED[_m][_p] else "NOT: "
         CLAIMS[f"{_m}_{_p}"] = f"[{_m}] {_neg}{_PROP_TEXT[_p]}."
-CLAIMS["laplace_k1_softmax_when_half"] = (
-    "[laplace] k = 1 equals softmax when the max softmax probability <= 1/2."
-)
-CLAIMS["laplace_k1_not_softmax_above_half"] = (
-    "[laplace] k = 1 differs from softmax when the max probability > 1/2."
-)
+CLAIMS["laplace_k1_softmax_when_half"] = "[laplace] k = 1 equals softmax when the max softmax probability <= 1/2."
+CLAIMS["laplace_k1_not_softmax_above_half"] = "[laplace] k = 1 differs from softmax when the max probability > 1/2."
 CLAIMS["article_gradtopk_recursion_unstable"] = (
     "The article's GradTopK recursion gives NaN or entries > 1 for widely spread x (n=100, k=10)."
 )
-CLAIMS["stackexchange_wrong_limit"] = (
-    "The weighted-softmax iteration tends to 1.5 / 0.5 instead of the top-2 mask."
-)
-CLAIMS["article_laplace_code_fails"] = (
-    "The article's Laplace code fails for k > n/2 and on ties (ours does not)."
-)
+CLAIMS["stackexchange_wrong_limit"] = "The weighted-softmax iteration tends to 1.5 / 0.5 instead of the top-2 mask."
+CLAIMS["article_laplace_code_fails"] = "The article's Laplace code fails for k > n/2 and on ties (ours does not)."
 for _m in METHODS:
     CLAIMS[f"moe_{_m}"] = (
-        f"A top-2 MoE router through the {_m} smooth top-k is within 1 pp of hard top-k routing "
-        "(sparse inference)."
+        f"A top-2 MoE router through the {_m} smooth top-k is within 1 pp of hard top-k routing (sparse inference)."
     )
 for _m in METHODS:
-    CLAIMS[f"items_{_m}"] = (
-        f"Learning scores through the {_m} smooth top-k picks the top-5 items (accuracy >= 0.9)."
-    )
+    CLAIMS[f"items_{_m}"] = f"Learning scores through the {_m} smooth top-k picks the top-5 items (accuracy >= 0.9)."
 
 
 @dataclass(frozen=True)
@@ -241,9 +230,7 @@ def _measure_properties(cfg: Config) -> dict[str, dict[str, float]]:
         m: {"sum": 0.0, "range": 0.0, "monotone": 0.0, "strict": 0.0, "shift": 0.0, "limit": 0.0, "k1": 0.0}
         for m in METHODS
     }
-    counts = {
-        m: {"trials": 0, "range_viol_rows": 0, "mono_viol_rows": 0, "strict_viol_rows": 0} for m in METHODS
-    }
+    counts = {m: {"trials": 0, "range_viol_rows": 0, "mono_viol_rows": 0, "strict_viol_rows": 0} for m in METHODS}
     lap_low: list[float] = []
     lap_high: list[float] = []
     with torch.no_grad():
@@ -261,9 +248,7 @@ def _measure_properties(cfg: Config) -> dict[str, dict[str, float]]:
                         r["sum"] = max(r["sum"], float((p.sum(-1) - k).abs().max()) / k)
                         bad_range = (p < -1e-12) | (p > 1 + 1e-12)
                         c["range_viol_rows"] += int(bad_range.any(-1).sum())
-                        r["range"] = max(
-                            r["range"], float(torch.relu(p - 1).max()), float(torch.relu(-p).max())
-                        )
+                        r["range"] = max(r["range"], float(torch.relu(p - 1).max()), float(torch.relu(-p).max()))
                         ps = p.gather(-1, order)
                         dec = (ps[:, :-1] - ps[:, 1:]).clamp_min(0)  # p decreasing while x increases
                         c["mono_viol_rows"] += int((dec > 1e-12).any(-1).sum())
@@ -321,9 +306,7 @@ def _prop_evidence(meas: dict[str, float], prop: str) -> str:
     if prop == "range":
         return f"{meas['range_viol_rows']:.0f} of {rows} leave [0, 1], largest excess {meas['range']:.3g}"
     if prop == "monotone":
-        return (
-            f"{meas['mono_viol_rows']:.0f} of {rows} have p decreasing in x, by up to {meas['monotone']:.3g}"
-        )
+        return f"{meas['mono_viol_rows']:.0f} of {rows} have p decreasing in x, by up to {meas['monotone']:.3g}"
     if prop == "strict":
         return (
             f"{meas['strict_viol_rows']:.0f} rows (sigma <= 1) give bit-identical p to distinct x (up to "
@@ -427,9 +410,7 @@ class _MoE(nn.Module):
             top = logits.topk(self.k, -1)
             return torch.zeros_like(logits).scatter(-1, top.indices, torch.softmax(top.values, -1))
         if self.router == "hard_st":
-            return (
-                soft_topk(logits, self.k, method="sigmoid", temperature=self.temperature, hard=True) / self.k
-            )
+            return soft_topk(logits, self.k, method="sigmoid", temperature=self.temperature, hard=True) / self.k
         method = cast(Method, self.router)
         return soft_topk(logits, self.k, method=method, temperature=self.temperature) / self.k
 
@@ -669,9 +650,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
             and abs(article["stackexchange_second_at_tau0.1"] - 0.5) < 1e-3,
             evidence=f"x=[3,2,1,4], k=2, tau=0.1: largest {article['stackexchange_max_at_tau0.1']:.4f}, "
             f"second {article['stackexchange_second_at_tau0.1']:.4f}",
-            measured={
-                k: article[k] for k in ("stackexchange_max_at_tau0.1", "stackexchange_second_at_tau0.1")
-            },
+            measured={k: article[k] for k in ("stackexchange_max_at_tau0.1", "stackexchange_second_at_tau0.1")},
         )
     )
     claims.append(

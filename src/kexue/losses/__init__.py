@@ -1,6 +1,6 @@
 """losses layer."""
 
-from .tailr import TaiLrLoss, tailr_loss, tailr_weight
+from . import multitask
 from .contrastive import (
     FlatNCELoss,
     InfoNCELoss,
@@ -11,7 +11,7 @@ from .contrastive import (
     info_nce_from_logits,
 )
 from .cosine import NegativeCosineSimilarity, NormalizedMSELoss, negative_cosine_similarity, normalized_mse
-from . import multitask
+from .tailr import TaiLrLoss, tailr_loss, tailr_weight
 
 __all__ = [
     "FlatNCELoss",

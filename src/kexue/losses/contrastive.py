@@ -121,13 +121,9 @@ def _check_logits(logits: Tensor, target: Tensor) -> None:
             f"{target.dtype if isinstance(target, Tensor) else type(target).__name__}"
         )
     if target.shape != (logits.shape[0],):
-        raise ValueError(
-            f"target must have shape ({logits.shape[0]},) to match logits, got {tuple(target.shape)}"
-        )
+        raise ValueError(f"target must have shape ({logits.shape[0]},) to match logits, got {tuple(target.shape)}")
     if logits.shape[1] < 2:
-        raise ValueError(
-            f"logits need at least 2 columns (the positive and one negative), got {tuple(logits.shape)}"
-        )
+        raise ValueError(f"logits need at least 2 columns (the positive and one negative), got {tuple(logits.shape)}")
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
         raise ValueError(f"target values must lie in [0, {logits.shape[1] - 1}]")
 

@@ -28,8 +28,7 @@ def _cosine(prediction: Tensor, target: Tensor, dim: int, eps: float) -> Tensor:
         )
     if prediction.shape != target.shape:
         raise ValueError(
-            f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
-            f"and {tuple(target.shape)}"
+            f"prediction and target must have the same shape, got {tuple(prediction.shape)} and {tuple(target.shape)}"
         )
     if prediction.dim() == 0:
         raise ValueError("prediction must have at least one dimension (the feature dimension)")
@@ -117,9 +116,7 @@ class NegativeCosineSimilarity(nn.Module):
         self.dim, self.eps, self.reduction = dim, eps, reduction
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return negative_cosine_similarity(
-            prediction, target, dim=self.dim, eps=self.eps, reduction=self.reduction
-        )
+        return negative_cosine_similarity(prediction, target, dim=self.dim, eps=self.eps, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, eps={self.eps}, reduction={self.reduction!r}"

@@ -114,8 +114,7 @@ def _stack_losses(
     if isinstance(losses, Tensor):
         if losses.dim() != 1:
             raise ValueError(
-                f"{scheme}: a tensor of losses must be 1-D (one entry per task), "
-                f"got shape {tuple(losses.shape)}"
+                f"{scheme}: a tensor of losses must be 1-D (one entry per task), got shape {tuple(losses.shape)}"
             )
         stacked = losses
     else:
@@ -123,9 +122,7 @@ def _stack_losses(
         names = list(losses.keys()) if isinstance(losses, Mapping) else list(range(len(items)))
         for name, loss in zip(names, items):
             if not isinstance(loss, Tensor):
-                raise TypeError(
-                    f"{scheme}: losses[{name!r}] must be a torch.Tensor, got {type(loss).__name__}"
-                )
+                raise TypeError(f"{scheme}: losses[{name!r}] must be a torch.Tensor, got {type(loss).__name__}")
             if loss.dim() != 0:
                 raise ValueError(
                     f"{scheme}: losses[{name!r}] has shape {tuple(loss.shape)}, "
@@ -140,9 +137,7 @@ def _stack_losses(
     if not stacked.is_floating_point():
         raise TypeError(f"{scheme}: losses must be floating point, got {stacked.dtype}")
     if num_tasks is not None and stacked.shape[0] != num_tasks:
-        raise ValueError(
-            f"{scheme}: got {stacked.shape[0]} task losses, but the strategy was built for {num_tasks}"
-        )
+        raise ValueError(f"{scheme}: got {stacked.shape[0]} task losses, but the strategy was built for {num_tasks}")
     if positive:
         v = stacked.detach()
         # eps > 0 makes a zero loss legal (its weight is then 1/eps); a negative loss never is.
@@ -226,9 +221,7 @@ def weighted_sum(losses: Losses, weights: Sequence[float] | Tensor | None = None
     return WeightedLoss((w * L).sum(), w)
 
 
-def normalized_sum(
-    losses: Losses, normalizers: Sequence[float] | Tensor, *, eps: float = 0.0
-) -> WeightedLoss:
+def normalized_sum(losses: Losses, normalizers: Sequence[float] | Tensor, *, eps: float = 0.0) -> WeightedLoss:
     """``sum_i L_i / (c_i + eps)`` with fixed constants ``c_i``: initial-loss or prior-loss normalisation.
 
     Part 1, Eqs. 2-3 (https://kexue.fm/archives/8870): with ``c_i`` the loss at initialisation (``log K`` for
@@ -276,11 +269,7 @@ def realtime_weighting(
         tensor(0.6667)
     """
     L = _stack_losses(losses, "realtime_weighting", positive=True, eps=eps)
-    d = (
-        L.detach()
-        if denominators is None
-        else _vector(denominators, "denominators", L.shape[0], positive=False)
-    )
+    d = L.detach() if denominators is None else _vector(denominators, "denominators", L.shape[0], positive=False)
     w = 1.0 / (d.to(L) + _check_eps(eps))
     return WeightedLoss((L * w).sum(), w)
 
@@ -381,9 +370,7 @@ def classification_initial_loss(num_classes: int) -> float:
     return math.log(num_classes)
 
 
-def classification_prior_loss(
-    labels: Tensor, num_classes: int | None = None, *, min_value: float = 1e-3
-) -> float:
+def classification_prior_loss(labels: Tensor, num_classes: int | None = None, *, min_value: float = 1e-3) -> float:
     """Cross-entropy of a model that predicts the label frequencies: the label entropy ``-sum p_j log p_j``.
 
     Clamped below at ``min_value`` because a nearly deterministic label would give a weight ``1/H -> inf``
@@ -394,9 +381,7 @@ def classification_prior_loss(
         num_classes: number of classes (default ``labels.max() + 1``).
     """
     if labels.dim() != 1 or labels.numel() == 0 or labels.is_floating_point():
-        raise ValueError(
-            f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
     p = torch.bincount(labels, minlength=num_classes or 0).double()
     p = p[p > 0] / p.sum()
     return max(float(-(p * p.log()).sum()), min_value)
@@ -531,18 +516,12 @@ class InitialLossWeighting(MultiTaskStrategy):
         self.warmup_steps = warmup_steps
         self.eps = _check_eps(eps)
         fixed = initial is not None
-        init = (
-            _vector(initial, "initial", num_tasks, positive=True)
-            if initial is not None
-            else torch.zeros(num_tasks)
-        )
+        init = _vector(initial, "initial", num_tasks, positive=True) if initial is not None else torch.zeros(num_tasks)
         self.register_buffer("initial", init)
         self.register_buffer("count", torch.tensor(warmup_steps if fixed else 0, dtype=torch.long))
 
     def forward(self, losses: Losses) -> WeightedLoss:
-        L = _stack_losses(
-            losses, "InitialLossWeighting", num_tasks=self.num_tasks, positive=True, eps=self.eps
-        )
+        L = _stack_losses(losses, "InitialLossWeighting", num_tasks=self.num_tasks, positive=True, eps=self.eps)
         if self.training and int(self.count) < self.warmup_steps:
             with torch.no_grad():
                 cur = _all_reduce_mean_(L.detach().clone()).to(self.initial)
@@ -936,9 +915,7 @@ def primary_auxiliary_projection(primary: Tensor, auxiliary: Tensor, **kwargs: A
         raise ValueError(f"primary must be a (D,) vector, got shape {tuple(primary.shape)}")
     aux = auxiliary.unsqueeze(0) if auxiliary.dim() == 1 else auxiliary
     if aux.dim() != 2 or aux.shape[1] != primary.shape[0] or aux.shape[0] < 1:
-        raise ValueError(
-            f"auxiliary must be (m, {primary.shape[0]}) with m >= 1, got shape {tuple(auxiliary.shape)}"
-        )
+        raise ValueError(f"auxiliary must be (m, {primary.shape[0]}) with m >= 1, got shape {tuple(auxiliary.shape)}")
     G = torch.cat([primary.unsqueeze(0), aux])
     lam = primary_auxiliary_coefficients(G @ G.T, **kwargs)
     return primary + lam @ aux, lam
@@ -961,9 +938,7 @@ def l2_auxiliary_projection(grad: Tensor, param: Tensor, *, eps: float = 1e-12) 
         tensor([0., 1.])
     """
     if grad.shape != param.shape:
-        raise ValueError(
-            f"grad and param must have the same shape, got {tuple(grad.shape)} and {tuple(param.shape)}"
-        )
+        raise ValueError(f"grad and param must have the same shape, got {tuple(grad.shape)} and {tuple(param.shape)}")
     p = param.detach()
     coef = torch.relu(-(grad * p).sum()) / ((p * p).sum() + eps)
     return grad + coef * p
@@ -977,9 +952,7 @@ def _shared_list(shared_parameters: Iterable[Tensor] | None, scheme: str) -> lis
         raise ValueError(f"{scheme} is a gradient-level method: pass shared_parameters (the shared trunk)")
     params = [p for p in shared_parameters if p.requires_grad]
     if not params:
-        raise ValueError(
-            f"{scheme}: shared_parameters is empty (or none requires grad); pass the trunk's parameters"
-        )
+        raise ValueError(f"{scheme}: shared_parameters is empty (or none requires grad); pass the trunk's parameters")
     if len({id(p) for p in params}) != len(params):
         raise ValueError(f"{scheme}: shared_parameters contains the same tensor twice")
     return params
@@ -1097,9 +1070,7 @@ def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> Non
 
 
 def _write_flat(params: Sequence[Tensor], flat: Tensor) -> None:
-    _accumulate(
-        params, [c.view_as(p) for c, p in zip(torch.split(flat, [p.numel() for p in params]), params)]
-    )
+    _accumulate(params, [c.view_as(p) for c, p in zip(torch.split(flat, [p.numel() for p in params]), params)])
 
 
 class _GradientLevel(MultiTaskStrategy):
@@ -1110,8 +1081,7 @@ class _GradientLevel(MultiTaskStrategy):
 
     def forward(self, losses: Losses) -> WeightedLoss:
         raise TypeError(
-            f"{type(self).__name__} is a gradient-level method: "
-            "call .backward(losses, shared_parameters) instead"
+            f"{type(self).__name__} is a gradient-level method: call .backward(losses, shared_parameters) instead"
         )
 
     def combine(self, grads: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
@@ -1179,9 +1149,7 @@ class GradientNormalization(_GradientLevel):
         tensor([1., 1.])
     """
 
-    def __init__(
-        self, num_tasks: int, *, eps: float = 1e-12, rescale: str = "none", batched: bool = False
-    ) -> None:
+    def __init__(self, num_tasks: int, *, eps: float = 1e-12, rescale: str = "none", batched: bool = False) -> None:
         super().__init__(num_tasks)
         self.batched = batched
         if rescale not in ("none", "mean_norm"):

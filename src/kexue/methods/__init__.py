@@ -1,14 +1,14 @@
 """methods layer."""
 
 from .byol import BYOL, cosine_tau, ema_update_
-from .simsiam import SimSiam, cosine_schedule
 from .ign import IGN, FrequencyNoise, gaussian_noise, ign_iterate, ign_loss
 from .ptuning import LMKind, PTuning, Template, extract_features, lm_kind
+from .simsiam import SimSiam, cosine_schedule
 
 __all__ = [
     "BYOL",
-    "FrequencyNoise",
     "IGN",
+    "FrequencyNoise",
     "LMKind",
     "PTuning",
     "SimSiam",

@@ -81,8 +81,7 @@ def ema_update_(target: nn.Module, online: nn.Module, *, tau: float, buffers: Bu
     tb, ob = list(target.buffers()), list(online.buffers())
     if len(tp) != len(op) or len(tb) != len(ob):
         raise ValueError(
-            f"target and online differ in structure: {len(tp)} vs {len(op)} parameters, "
-            f"{len(tb)} vs {len(ob)} buffers"
+            f"target and online differ in structure: {len(tp)} vs {len(op)} parameters, {len(tb)} vs {len(ob)} buffers"
         )
     if tp:
         torch._foreach_lerp_(tp, [p.detach() for p in op], 1.0 - tau)  # xi + (1 - tau)(theta - xi)
@@ -160,9 +159,7 @@ class BYOL(nn.Module):
 
     def forward(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
         if x1.shape != x2.shape:
-            raise ValueError(
-                f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}"
-            )
+            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
         z1 = self.projector(self.backbone(x1))
         p1 = self.predictor(z1)
         t2 = self._target(x2)
@@ -185,12 +182,7 @@ class BYOL(nn.Module):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """One group with the online parameters (the target's have ``requires_grad=False``)."""
-        return [
-            {"params": [p for p in self.parameters() if p.requires_grad], "fix_lr": False, "name": "online"}
-        ]
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "fix_lr": False, "name": "online"}]
 
     def extra_repr(self) -> str:
-        return (
-            f"dim={self.dim}, tau_base={self.tau_base}, buffers={self.buffer_policy!r}, "
-            f"symmetric={self.symmetric}"
-        )
+        return f"dim={self.dim}, tau_base={self.tau_base}, buffers={self.buffer_policy!r}, symmetric={self.symmetric}"

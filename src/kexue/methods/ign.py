@@ -132,9 +132,7 @@ def _ign_core(
     form: str,
 ) -> dict[str, Tensor]:
     if x.dim() < 2 or z.shape[1:] != x.shape[1:]:
-        raise ValueError(
-            f"z must have the shape of x past the batch dim: x {tuple(x.shape)}, z {tuple(z.shape)}"
-        )
+        raise ValueError(f"z must have the shape of x past the batch dim: x {tuple(x.shape)}, z {tuple(z.shape)}")
     if tight_clamp is not None and clamp_denominator == "rec" and x.shape[0] != z.shape[0]:
         raise ValueError(
             "clamp_denominator='rec' pairs each noise sample with a real one: x and z need the same batch "
@@ -160,10 +158,9 @@ def _ign_core(
     if tight_clamp is None:
         tight_i = -tight_raw_i
     else:
-        if clamp_denominator == "rec":
-            level = rec_i  # paired real sample's reconstruction loss, with gradient
-        else:
-            level = _per_sample_distance(fz.detach(), z.detach(), distance)  # xyfJASON: D(f(z), z), detached
+        # "rec": the paired real sample's reconstruction loss, with gradient; "noise": D(f(z), z), detached
+        # (the denominator one public reimplementation uses).
+        level = rec_i if clamp_denominator == "rec" else _per_sample_distance(fz.detach(), z.detach(), distance)
         scale = (tight_clamp * level).clamp_min(_EPS)
         tight_i = -torch.tanh(tight_raw_i / scale) * scale
     rec, idem, tight = rec_i.mean(), idem_i.mean(), tight_i.mean()

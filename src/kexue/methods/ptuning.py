@@ -72,9 +72,7 @@ class Template:
     def __post_init__(self) -> None:
         fields = [m.group(1) for m in _FIELD.finditer(self.pattern)]
         if fields.count("label") != 1:
-            raise ValueError(
-                f"template must contain the label slot '{{label}}' exactly once, got {self.pattern!r}"
-            )
+            raise ValueError(f"template must contain the label slot '{{label}}' exactly once, got {self.pattern!r}")
         if fields.count("text") != 1:
             raise ValueError(f"template must contain '{{text}}' exactly once, got {self.pattern!r}")
         leftover = _FIELD.sub("", self.pattern)
@@ -214,9 +212,7 @@ class PTuning(nn.Module):
         if len(verbalizer) < 2:
             raise ValueError(f"verbalizer needs at least 2 label words, got {verbalizer!r}")
         if aux_weight < 0 or not 0 < mlm_probability < 1:
-            raise ValueError(
-                f"need aux_weight >= 0 and 0 < mlm_probability < 1, got {aux_weight}, {mlm_probability}"
-            )
+            raise ValueError(f"need aux_weight >= 0 and 0 < mlm_probability < 1, got {aux_weight}, {mlm_probability}")
         limit = _max_positions(model)
         if limit is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
@@ -295,9 +291,7 @@ class PTuning(nn.Module):
                 "(use single_token=False for multi-token words)"
             )
         if any(not 0 <= i < self.vocab_size for i in ids):
-            raise ValueError(
-                f"verbalizer word {word!r} has ids {ids} outside the model's {self.vocab_size} rows"
-            )
+            raise ValueError(f"verbalizer word {word!r} has ids {ids} outside the model's {self.vocab_size} rows")
         return ids
 
     def _layout(self, text_ids: list[int], slot: list[int] | None) -> tuple[list[int], list[int], list[int]]:
@@ -370,8 +364,7 @@ class PTuning(nn.Module):
         room = self.max_length - overhead
         if room < 1:
             raise ValueError(
-                f"the template takes {overhead} tokens, leaving no room for text within "
-                f"max_length={self.max_length}"
+                f"the template takes {overhead} tokens, leaving no room for text within max_length={self.max_length}"
             )
         rows: list[list[tuple[list[int], list[int], list[int]]]] = []
         for i, t in enumerate(texts):
@@ -549,9 +542,7 @@ class PTuning(nn.Module):
         if not bool((tgt >= 0).any()):
             return logits.new_zeros((), dtype=torch.float32)
         work = torch.promote_types(logits.dtype, torch.float32)
-        return F.cross_entropy(
-            logits.to(work).reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
-        )
+        return F.cross_entropy(logits.to(work).reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
     def predict(self, encoding: dict[str, Tensor], *, batch_size: int = 32) -> Tensor:
@@ -590,13 +581,9 @@ class PTuning(nn.Module):
             groups.append({"params": prompt, "lr": lr_prompt, "weight_decay": weight_decay})
         if not self.freeze_lm:
             lm = [p for p in self.lm.parameters() if p.requires_grad]
-            groups.append(
-                {"params": lm, "lr": lr_lm if lr_lm is not None else lr_prompt, "weight_decay": weight_decay}
-            )
+            groups.append({"params": lm, "lr": lr_lm if lr_lm is not None else lr_prompt, "weight_decay": weight_decay})
         if not groups:
-            raise ValueError(
-                "nothing to train: the LM is frozen and the template has no prompt vectors or rows"
-            )
+            raise ValueError("nothing to train: the LM is frozen and the template has no prompt vectors or rows")
         return groups
 
     def num_trainable(self) -> int:

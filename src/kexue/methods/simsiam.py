@@ -112,9 +112,7 @@ class SimSiam(nn.Module):
 
     def forward(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
         if x1.shape != x2.shape:
-            raise ValueError(
-                f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}"
-            )
+            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
         # two passes, as the official code: each view's BN statistics are its own batch's.
         z1, z2 = self.project(x1), self.project(x2)
         p1 = self.predictor(z1)
@@ -174,7 +172,5 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch
     def const(step: int) -> float:
         return 1.0
 
-    lambdas: list[Callable[[int], float]] = [
-        const if g.get("fix_lr", False) else cos for g in optimizer.param_groups
-    ]
+    lambdas: list[Callable[[int], float]] = [const if g.get("fix_lr", False) else cos for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

@@ -2,7 +2,6 @@
 
 from .autoencoder import DCGANAutoencoder
 from .cnn import SmallCNN
-from .text import EmbeddingBagClassifier
 from .heads import (
     BYOLPredictionHead,
     BYOLProjectionHead,
@@ -12,6 +11,7 @@ from .heads import (
     convert_sync_batchnorm,
 )
 from .prompt import PromptEncoder, PromptKind, TokenRows, splice_prompts
+from .text import EmbeddingBagClassifier
 
 __all__ = [
     "BYOLPredictionHead",

@@ -114,13 +114,9 @@ class DCGANAutoencoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
             raise ValueError(
-                f"x must have shape (B, {self.in_channels}, {self.image_size}, {self.image_size}), "
-                f"got {tuple(x.shape)}"
+                f"x must have shape (B, {self.in_channels}, {self.image_size}, {self.image_size}), got {tuple(x.shape)}"
             )
         return self.decoder(self.encoder(x))
 
     def extra_repr(self) -> str:
-        return (
-            f"in_channels={self.in_channels}, width={self.width}, latent_dim={self.latent_dim}, "
-            f"norm={self.norm!r}"
-        )
+        return f"in_channels={self.in_channels}, width={self.width}, latent_dim={self.latent_dim}, norm={self.norm!r}"

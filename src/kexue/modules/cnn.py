@@ -43,7 +43,9 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         if width < 1 or feature_dim < 1 or num_classes < 0:
-            raise ValueError(f"width, feature_dim must be >= 1 and num_classes >= 0, got {width, feature_dim, num_classes}")
+            raise ValueError(
+                f"width, feature_dim must be >= 1 and num_classes >= 0, got {width, feature_dim, num_classes}"
+            )
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
             raise ValueError(f"image_size={image_size} is too small for two 5x5 conv + pool blocks")

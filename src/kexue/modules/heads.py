@@ -50,9 +50,7 @@ class SimSiamProjectionHead(nn.Module):
         torch.Size([4, 64])
     """
 
-    def __init__(
-        self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 2048, *, num_layers: int = 3
-    ) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 2048, *, num_layers: int = 3) -> None:
         super().__init__()
         _positive(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim)
         if num_layers < 1:
@@ -176,9 +174,7 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (
-            self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        ):
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         if x.dim() != 2:
             raise ValueError(f"SyncBatchNorm1d expects (B, C) input, got shape {tuple(x.shape)}")

@@ -69,9 +69,7 @@ def splice_prompts(inputs_embeds: Tensor, prompts: Tensor, prompt_index: Tensor)
     if prompts.shape[0] == 0:
         return inputs_embeds
     if int(prompt_index.max()) >= prompts.shape[0]:
-        raise ValueError(
-            f"prompt_index refers to vector {int(prompt_index.max())} of only {prompts.shape[0]}"
-        )
+        raise ValueError(f"prompt_index refers to vector {int(prompt_index.max())} of only {prompts.shape[0]}")
     is_prompt = (prompt_index >= 0).unsqueeze(-1)  # (B, L, 1)
     gathered = prompts.to(inputs_embeds.dtype)[prompt_index.clamp(min=0)]  # (B, L, H)
     return torch.where(is_prompt, gathered, inputs_embeds)
@@ -116,9 +114,7 @@ class PromptEncoder(nn.Module):
         if num_tokens < 0 or hidden_size < 1:
             raise ValueError(f"need num_tokens >= 0 and hidden_size >= 1, got {num_tokens}, {hidden_size}")
         if kind == "lstm" and hidden_size % 2:
-            raise ValueError(
-                f"kind='lstm' needs an even hidden_size (H/2 units per direction), got {hidden_size}"
-            )
+            raise ValueError(f"kind='lstm' needs an even hidden_size (H/2 units per direction), got {hidden_size}")
         if init is not None and tuple(init.shape) != (num_tokens, hidden_size):
             raise ValueError(f"init must have shape {(num_tokens, hidden_size)}, got {tuple(init.shape)}")
         self.num_tokens = num_tokens
@@ -142,9 +138,7 @@ class PromptEncoder(nn.Module):
                 bidirectional=True,
                 batch_first=True,
             )
-        self.mlp = nn.Sequential(
-            nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size)
-        )
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self) -> Tensor:
         if self.kind == "none":

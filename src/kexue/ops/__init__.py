@@ -2,11 +2,12 @@
 
 from kexue.ops.topk import METHODS as TOPK_METHODS
 from kexue.ops.topk import SoftTopK, soft_topk
+
 from .collapse import effective_rank, normalized_std
 
 __all__ = [
-    "SoftTopK",
     "TOPK_METHODS",
+    "SoftTopK",
     "effective_rank",
     "normalized_std",
     "soft_topk",

@@ -72,9 +72,7 @@ def _check_inputs(x: Any, k: Any, method: str, temperature: Any, dim: Any) -> tu
     if isinstance(k, Tensor):
         if k.is_floating_point():
             if not torch.equal(k, k.round()):
-                raise ValueError(
-                    f"soft_topk: k must hold integers, got non-integer values {k.flatten()[:5].tolist()}"
-                )
+                raise ValueError(f"soft_topk: k must hold integers, got non-integer values {k.flatten()[:5].tolist()}")
         elif k.dtype == torch.bool or k.is_complex():
             raise TypeError(f"soft_topk: k must be an int or an integer tensor, got dtype {k.dtype}")
         try:
@@ -91,9 +89,7 @@ def _check_inputs(x: Any, k: Any, method: str, temperature: Any, dim: Any) -> tu
         if isinstance(k, float) and k.is_integer():
             k = int(k)
         else:
-            raise TypeError(
-                f"soft_topk: k must be an int or an integer tensor, got {k!r} ({type(k).__name__})"
-            )
+            raise TypeError(f"soft_topk: k must be an int or an integer tensor, got {k!r} ({type(k).__name__})")
     if not 0 <= k <= n:
         raise ValueError(f"soft_topk: k must lie in [0, {n}] (size of dim {dim}), got k={k}")
     return dim, k
@@ -203,9 +199,7 @@ def _lambda_sigmoid(z: Tensor, k: Tensor, *, k_int: int | None = None, max_iter:
     elif k_int is not None:
         guess = -((-z).logsumexp(-1) - torch.log(n - kk))
     else:
-        guess = torch.where(
-            kk <= n / 2, z.logsumexp(-1) - torch.log(kk), -((-z).logsumexp(-1) - torch.log(n - kk))
-        )
+        guess = torch.where(kk <= n / 2, z.logsumexp(-1) - torch.log(kk), -((-z).logsumexp(-1) - torch.log(n - kk)))
     lam = torch.minimum(torch.maximum(guess, lo), hi)
     eps = torch.finfo(z.dtype).eps
     tol_f = 4 * eps * (kk + 1)  # rounding level of sum p = k
@@ -413,9 +407,7 @@ def _hard_mask(z: Tensor, k: Tensor) -> Tensor:
     return out.scatter(-1, idx, keep)
 
 
-def _soft_topk_core(
-    x: Tensor, k: Tensor | int, method: str, temperature: float, dim: int, hard: bool
-) -> Tensor:
+def _soft_topk_core(x: Tensor, k: Tensor | int, method: str, temperature: float, dim: int, hard: bool) -> Tensor:
     """Shared core: move ``dim`` last, flatten to (R, n) rows, dispatch, restore the shape."""
     orig_dtype = x.dtype
     if x.dtype in (torch.float16, torch.bfloat16):
@@ -433,9 +425,7 @@ def _soft_topk_core(
         if k in (0, n):  # exact 0 / 1 with zero gradient, no solver
             p = z * 0 + (1.0 if k == n else 0.0)
             if hard:
-                p = _hard_mask(z, torch.full((rows,), k, dtype=torch.long, device=x.device)) + (
-                    p - p.detach()
-                )
+                p = _hard_mask(z, torch.full((rows,), k, dtype=torch.long, device=x.device)) + (p - p.detach())
             return p.reshape(shape).movedim(-1, dim).to(orig_dtype)
         if k == 1 and method in ("exp", "gradtopk") and not hard:
             # both are exactly softmax for k = 1 (article); skip the sort / DP
@@ -548,12 +538,8 @@ class SoftTopK(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the smooth top-k to ``x`` (any shape; output same shape)."""
-        return soft_topk(
-            x, self.k, method=self.method, temperature=self.temperature, dim=self.dim, hard=self.hard
-        )
+        return soft_topk(x, self.k, method=self.method, temperature=self.temperature, dim=self.dim, hard=self.hard)
 
     def extra_repr(self) -> str:
         k = f"tensor{tuple(self.k.shape)}" if isinstance(self.k, Tensor) else str(self.k)
-        return (
-            f"k={k}, method={self.method!r}, temperature={self.temperature}, dim={self.dim}, hard={self.hard}"
-        )
+        return f"k={k}, method={self.method!r}, temperature={self.temperature}, dim={self.dim}, hard={self.hard}"

@@ -50,9 +50,7 @@ def as_tuple(inputs: Inputs) -> tuple[Tensor, ...]:
         return (inputs,)
     if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, Tensor) for t in inputs):
         return tuple(inputs)
-    raise TypeError(
-        f"inputs must be a Tensor or a non-empty sequence of Tensors, got {type(inputs).__name__}"
-    )
+    raise TypeError(f"inputs must be a Tensor or a non-empty sequence of Tensors, got {type(inputs).__name__}")
 
 
 def check_positive(name: str, value: float) -> None:
@@ -101,9 +99,7 @@ def resolve(model: nn.Module, site: Site) -> nn.Module | None:
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if isinstance(site, nn.Module):
         if not any(m is site for m in model.modules()):
-            raise ValueError(
-                f"site module {type(site).__name__} is not a submodule of {type(model).__name__}"
-            )
+            raise ValueError(f"site module {type(site).__name__} is not a submodule of {type(model).__name__}")
         return site
     if site == "input":
         return None
@@ -135,8 +131,7 @@ def as_logits(out: Any, batch: int) -> Tensor:
         out = logits
     if out.dim() != 2 or out.shape[0] != batch or not out.is_floating_point():
         raise ValueError(
-            f"model output must be floating logits of shape (B={batch}, C), "
-            f"got {tuple(out.shape)} {out.dtype}"
+            f"model output must be floating logits of shape (B={batch}, C), got {tuple(out.shape)} {out.dtype}"
         )
     return out
 
@@ -157,9 +152,7 @@ class Forward:
         self.batch = self.inputs[0].shape[0]
         self.value: Tensor | None = None
         self.ids: Tensor | None = None
-        self.num_embeddings: int | None = (
-            self.module.num_embeddings if isinstance(self.module, nn.Embedding) else None
-        )
+        self.num_embeddings: int | None = self.module.num_embeddings if isinstance(self.module, nn.Embedding) else None
 
     def __call__(self, transform: Transform | None = None, *, need_grad: bool = False) -> Tensor:
         if self.module is None:
@@ -174,9 +167,7 @@ class Forward:
 
         def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
             if not isinstance(out, Tensor):
-                raise ValueError(
-                    f"site module {type(mod).__name__} must return a Tensor, got {type(out).__name__}"
-                )
+                raise ValueError(f"site module {type(mod).__name__} must return a Tensor, got {type(out).__name__}")
             calls.append(1)
             if len(calls) > 1:
                 raise ValueError(
@@ -186,9 +177,7 @@ class Forward:
             if need_grad and not out.requires_grad:
                 out = out.detach().requires_grad_(True)
             self.value = out
-            ids = (
-                args[0] if args and isinstance(args[0], Tensor) and not args[0].is_floating_point() else None
-            )
+            ids = args[0] if args and isinstance(args[0], Tensor) and not args[0].is_floating_point() else None
             self.ids = ids
             return transform(out, ids) if transform is not None else out
 
@@ -329,9 +318,7 @@ class _GradientCarrier(torch.autograd.Function):
         return (None, None, *(g * scale.to(g.dtype) for g in ctx.grads))
 
 
-def linear_surrogate(
-    params: Sequence[Tensor], grads: Sequence[Tensor | None], coef: Tensor | float = 1.0
-) -> Tensor:
+def linear_surrogate(params: Sequence[Tensor], grads: Sequence[Tensor | None], coef: Tensor | float = 1.0) -> Tensor:
     """A zero-valued scalar whose gradient w.r.t. each parameter is ``coef`` times the given gradient.
 
     Lets a loss function compute the clean gradient of the parameters and of the input in *one* backward pass

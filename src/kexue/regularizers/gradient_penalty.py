@@ -139,9 +139,7 @@ def smoothness_penalty(
     return per.mean() if reduction == "mean" else per.sum() if reduction == "sum" else per
 
 
-def _direction_and_coef(
-    g: Tensor, form: str, scope: str, eps: float, fwd: Forward
-) -> tuple[Tensor, Tensor, Tensor]:
+def _direction_and_coef(g: Tensor, form: str, scope: str, eps: float, fwd: Forward) -> tuple[Tensor, Tensor, Tensor]:
     """``(u, c, value)``: the penalty's parameter gradient is ``c * grad_theta(grad_x L . u)``."""
     if form == "squared":
         n = g.norm()
@@ -342,6 +340,4 @@ class GradientPenaltyLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"eps={self.eps}, site={self.site!r}, form={self.form}, scope={self.scope}, method={self.method}"
-        )
+        return f"eps={self.eps}, site={self.site!r}, form={self.form}, scope={self.scope}, method={self.method}"

@@ -79,9 +79,7 @@ def perturb(
         e = (torch.rand(shape, dtype=dt, device=dev, generator=generator) * 2 - 1) * 3**0.5
     else:
         if kind == "additive":
-            raise ValueError(
-                "distribution='bernoulli' is multiplicative noise (dropout); use kind='multiplicative'"
-            )
+            raise ValueError("distribution='bernoulli' is multiplicative noise (dropout); use kind='multiplicative'")
         p = sigma**2 / (1 + sigma**2)
         keep = torch.rand(shape, dtype=dt, device=dev, generator=generator) >= p
         return value * keep.to(dt) / (1 - p)
@@ -175,11 +173,7 @@ def noisy_loss(
     for _ in range(k):
         logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
         _check_target(logits, target)
-        loss = (
-            loss_fn(logits, target)
-            if loss_fn
-            else F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-        )
+        loss = loss_fn(logits, target) if loss_fn else F.cross_entropy(logits, target, label_smoothing=label_smoothing)
         total = loss if total is None else total + loss
     assert total is not None
     return total / k

@@ -83,9 +83,7 @@ def _direction(
     for _ in range(n_power):
         holder: list[Tensor] = []
 
-        def probe(
-            v: Tensor, _ids: Tensor | None, d: Tensor | None = d, holder: list[Tensor] = holder
-        ) -> Tensor:
+        def probe(v: Tensor, _ids: Tensor | None, d: Tensor | None = d, holder: list[Tensor] = holder) -> Tensor:
             base = d if d is not None else _random_direction(v.detach(), scope, fwd, generator)
             leaf = base.clone().requires_grad_(True)
             holder.append(leaf)
