@@ -449,9 +449,9 @@ def _ddp_worker(rank: int, port: int, out: str, x1: torch.Tensor, x2: torch.Tens
 
 def test_ddp_two_processes_equal_one_process_on_concatenated_batch(tmp_path: Path) -> None:
     x1, x2 = _views(b=16, dtype=torch.float64)
-    # fork: the children inherit the imported modules (spawn would re-import torch and this file twice)
+    # spawn, not fork: a forked child can inherit a held OpenMP/intra-op thread-pool lock and hang forever.
     mp.start_processes(
-        _ddp_worker, args=(_free_port(), str(tmp_path), x1, x2), nprocs=2, join=True, start_method="fork"
+        _ddp_worker, args=(_free_port(), str(tmp_path), x1, x2), nprocs=2, join=True, start_method="spawn"
     )
     for kind in ("simsiam", "byol"):
         ref = _make(kind, sync=False)
