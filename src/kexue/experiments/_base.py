@@ -19,22 +19,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import stats
+
 __all__ = [
+    "KINDS",
     "VERDICTS",
     "Claim",
     "ConfigError",
     "Result",
     "apply_overrides",
+    "better",
+    "check",
     "claim",
     "compare",
     "config_to_dict",
     "mean_std",
     "new_figure",
+    "not_run",
+    "not_worse",
     "save_figure",
+    "within",
 ]
 
-Verdict = Literal["reproduced", "not reproduced", "inconclusive"]
-VERDICTS: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive")
+Verdict = Literal["reproduced", "not reproduced", "inconclusive", "not testable"]
+VERDICTS: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive", "not testable")
+Kind = Literal["check", "claim"]
+KINDS: tuple[str, ...] = ("check", "claim")
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,15 @@ class Claim:
         id: short stable identifier, unique within the experiment.
         statement: the article's claim, paraphrased in English.
         source: article URL and section.
-        verdict: ``"reproduced"``, ``"not reproduced"`` or ``"inconclusive"``.
+        verdict: ``"reproduced"``, ``"not reproduced"``, ``"inconclusive"`` or ``"not testable"`` (the budget or
+            the offline setting cannot test it; ``evidence`` says why).
         evidence: the numbers behind the verdict, as a sentence a reader can check.
         measured: the same numbers as a mapping.
+        kind: ``"check"`` — a deterministic property or theorem verified numerically (unit-test grade) — or
+            ``"claim"`` — an empirical statement about training, decided by a statistical test.
+        seeds: independent runs per arm behind the verdict (``None`` for a check that involves no training).
+        mde: minimum detectable effect of the test at this budget, in the units of the compared metric (claims).
+        test: the test that decided it (``"paired t"``, ``"Welch t"``, ``"McNemar exact"``, ``"exact"`` …).
     """
 
     id: str
@@ -56,6 +72,10 @@ class Claim:
     verdict: Verdict
     evidence: str
     measured: Mapping[str, float] = field(default_factory=dict)
+    kind: Kind = "claim"
+    seeds: int | None = None
+    mde: float | None = None
+    test: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,9 +83,17 @@ class Claim:
             "statement": self.statement,
             "source": self.source,
             "verdict": self.verdict,
+            "kind": self.kind,
+            "seeds": self.seeds,
+            "mde": _jsonable(self.mde),
+            "test": self.test,
             "evidence": self.evidence,
             "measured": {k: _jsonable(v) for k, v in self.measured.items()},
         }
+
+
+def _verdict(holds: bool | None) -> Verdict:
+    return "inconclusive" if holds is None else ("reproduced" if holds else "not reproduced")
 
 
 def claim(
@@ -76,15 +104,145 @@ def claim(
     holds: bool | None,
     evidence: str,
     measured: Mapping[str, float] | None = None,
+    kind: Kind = "claim",
+    seeds: int | None = None,
+    mde: float | None = None,
+    test: str | None = None,
 ) -> Claim:
     """Build a :class:`Claim` whose verdict is derived from ``holds``.
 
     Args:
         holds: the predicate evaluated on measured numbers: ``True`` -> reproduced, ``False`` -> not
             reproduced, ``None`` (the numbers cannot decide, e.g. the gap is within seed noise) -> inconclusive.
+        kind, seeds, mde, test: see :class:`Claim`. Prefer the helpers :func:`check`, :func:`better`,
+            :func:`not_worse`, :func:`within` and :func:`not_run`, which fill them in.
     """
-    verdict: Verdict = "inconclusive" if holds is None else ("reproduced" if holds else "not reproduced")
-    return Claim(id, statement, source, verdict, evidence, dict(measured or {}))
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return Claim(id, statement, source, _verdict(holds), evidence, dict(measured or {}), kind, seeds, mde, test)
+
+
+def check(
+    id: str,
+    statement: str,
+    source: str,
+    *,
+    holds: bool,
+    evidence: str,
+    measured: Mapping[str, float] | None = None,
+    seeds: int | None = None,
+    test: str = "exact",
+) -> Claim:
+    """A deterministic property or theorem verified numerically (``kind="check"``): it holds or it does not."""
+    return claim(id, statement, source, holds=bool(holds), evidence=evidence, measured=measured, kind="check",
+                 seeds=seeds, test=test)  # fmt: skip
+
+
+def not_run(id: str, statement: str, source: str, *, reason: str, kind: Kind = "claim") -> Claim:
+    """A claim this budget or setting cannot test: verdict ``"not testable"``, with the reason as evidence."""
+    return Claim(id, statement, source, "not testable", reason, {}, kind, None, None, None)
+
+
+def _fmt_arm(name: str, xs: Sequence[float]) -> str:
+    m, s = mean_std(xs)
+    return f"{name} {m:.4g} ± {s:.2g}" if len(xs) > 1 else f"{name} {m:.4g}"
+
+
+def _from_comparison(
+    id: str,
+    statement: str,
+    source: str,
+    holds: bool | None,
+    c: stats.Comparison,
+    a: Sequence[float],
+    b: Sequence[float],
+    names: tuple[str, str],
+    evidence: str | None,
+    measured: Mapping[str, float] | None,
+) -> Claim:
+    text = f"{_fmt_arm(names[0], a)} vs {_fmt_arm(names[1], b)}; {c.describe()}"
+    meas = {f"{names[0]}_mean": mean_std(a)[0], f"{names[1]}_mean": mean_std(b)[0], "diff": c.diff,
+            "ci_low": c.ci[0], "ci_high": c.ci[1], "mde": c.mde}  # fmt: skip
+    meas.update(measured or {})
+    return claim(id, statement, source, holds=holds, evidence=(evidence + " " if evidence else "") + text,
+                 measured=meas, kind="claim", seeds=c.n, mde=c.mde, test=c.test)  # fmt: skip
+
+
+def better(
+    id: str,
+    statement: str,
+    source: str,
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    paired: bool,
+    margin: float = 0.0,
+    effect: float | None = None,
+    names: tuple[str, str] = ("a", "b"),
+    evidence: str | None = None,
+    measured: Mapping[str, float] | None = None,
+    alpha: float = 0.05,
+) -> Claim:
+    """The claim "``a`` is larger than ``b`` (by more than ``margin``)", decided by a t test on per-seed values.
+
+    Reproduced when ``mean(a) - mean(b) > margin`` beyond noise; not reproduced when it is below beyond noise, or
+    when the test was undecided although its minimum detectable effect is smaller than ``effect`` (the effect the
+    article reports, in the metric's units): a design that could have seen the effect and did not. Otherwise
+    inconclusive. For "smaller is better" metrics pass the arms negated or swapped.
+    """
+    c = stats.t_test(a, b, margin=margin, paired=paired, alpha=alpha)
+    holds = c.decision
+    if holds is None and effect is not None and c.n >= 2 and c.mde < effect:
+        holds = False
+    return _from_comparison(id, statement, source, holds, c, a, b, names, evidence, measured)
+
+
+def not_worse(
+    id: str,
+    statement: str,
+    source: str,
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    margin: float,
+    paired: bool,
+    names: tuple[str, str] = ("a", "b"),
+    evidence: str | None = None,
+    measured: Mapping[str, float] | None = None,
+    alpha: float = 0.05,
+) -> Claim:
+    """Non-inferiority: "``a`` is no worse than ``b`` by more than ``margin``" (``margin > 0``, pre-registered).
+
+    Reproduced when ``mean(a) - mean(b) > -margin`` beyond noise, not reproduced when it is below beyond noise,
+    inconclusive otherwise.
+    """
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    c = stats.t_test(a, b, margin=-margin, paired=paired, alpha=alpha)
+    return _from_comparison(id, statement, source, c.decision, c, a, b, names, evidence, measured)
+
+
+def within(
+    id: str,
+    statement: str,
+    source: str,
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    margin: float,
+    paired: bool,
+    names: tuple[str, str] = ("a", "b"),
+    evidence: str | None = None,
+    measured: Mapping[str, float] | None = None,
+    alpha: float = 0.05,
+) -> Claim:
+    """Equivalence: "``a`` and ``b`` agree within ``margin``" by two one-sided tests (see :func:`stats.equivalent`).
+
+    Pair it with an activity precondition (the compared procedures measurably act) — an equivalence between two
+    no-ops is vacuous.
+    """
+    holds, c = stats.equivalent(a, b, margin=margin, paired=paired, alpha=alpha)
+    return _from_comparison(id, statement, source, holds, c, a, b, names, evidence, measured)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -95,22 +253,15 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def compare(a: Sequence[float], b: Sequence[float], *, margin: float = 0.0, z: float = 2.0) -> bool | None:
-    """Is ``mean(a) > mean(b) + margin``, beyond seed noise?
+def compare(
+    a: Sequence[float], b: Sequence[float], *, margin: float = 0.0, paired: bool = False, alpha: float = 0.05
+) -> bool | None:
+    """Is ``mean(a) > mean(b) + margin`` beyond seed noise? See :func:`kexue.experiments.stats.compare`.
 
-    Returns ``True`` when ``mean(a) - mean(b) - margin`` exceeds ``z`` standard errors of the difference,
-    ``False`` when it is below ``-z`` standard errors, and ``None`` (inconclusive) otherwise. With a single seed
-    per side the standard error is 0 and the sign decides.
+    ``True`` / ``False`` when the paired (``paired=True``) or Welch t test decides at two-sided level ``alpha``,
+    ``None`` when it does not — always ``None`` with fewer than 2 values per arm.
     """
-    ma, sa = mean_std(a)
-    mb, sb = mean_std(b)
-    se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
-    gap = ma - mb - margin
-    if gap > z * se:
-        return True
-    if gap < -z * se:
-        return False
-    return None
+    return stats.compare(a, b, margin=margin, paired=paired, alpha=alpha)
 
 
 @dataclass
