@@ -453,7 +453,7 @@ register(
         fn=MT.realtime_weighting,
         make=lambda dt, g: _task_losses(dt, g, eps=0.0),
         float_args=_LOSSES,
-        hparams={"eps": "nonneg", "denominators": "nonneg3"},
+        hparams={"eps": "nonneg"},
         module=lambda c: MT.RealTimeWeighting(_N, **c.kwargs)(*c.args),
         # value sum_i L_i / sg(L_i) = n, gradient sum_i grad L_i / L_i: a stop-gradient by design, checked
         # against grad sum_i log L_i in test_multitask.py
@@ -461,6 +461,18 @@ register(
         wrong_rank=_LOSS_RANK,
         scale=0,
         autocast=torch.float32,
+    )
+)
+register(
+    Entry(
+        name=("realtime_weighting[denominators]",),  # given denominators (the module keeps its own EMA instead)
+        fn=MT.realtime_weighting,
+        make=lambda dt, g: _task_losses(dt, g, denominators=[1.0, 2.0, 3.0]),
+        float_args=_LOSSES,
+        hparams={"denominators": "nonneg3", "eps": "nonneg"},
+        reference=lambda c: MT.weighted_sum(c.args[0], [1 / (d + 1e-8) for d in c.kwargs["denominators"]]),
+        wrong_rank=_LOSS_RANK,
+        scale=1,
     )
 )
 register(
@@ -1098,7 +1110,8 @@ for _kind in ("lstm", "mlp", "none"):
             # the encoder's output as a function of its input table, through torch.func (the module itself
             # copies ``init``): gradients reach ``init`` and the value must equal the module's
             fn=lambda init, _k=_kind, **kw: functional_call(
-                _built(lambda: MO.PromptEncoder(3, 4, kind=_k, init=init, **kw), _float_dtype(init)),
+                _built(lambda: MO.PromptEncoder(**{"num_tokens": 3, "hidden_size": 4, "kind": _k, **kw}, init=init),
+                       _float_dtype(init)),  # fmt: skip
                 {"weight" if _k == "none" else "embedding.weight": init},
                 (),
             ),
@@ -1106,7 +1119,8 @@ for _kind in ("lstm", "mlp", "none"):
             float_args={0: "init"},
             hparams={"hidden_size": "posint", "num_tokens": "nonnegint", "kind": "choice", "lstm_dropout": "unit"},
             module=lambda c, _k=_kind: _built(
-                lambda: MO.PromptEncoder(3, 4, kind=_k, init=c.args[0], **c.kwargs), c.args[0].dtype
+                lambda: MO.PromptEncoder(**{"num_tokens": 3, "hidden_size": 4, "kind": _k, **c.kwargs}, init=c.args[0]),
+                _float_dtype(c.args[0]),
             )(),
             wrong_rank={0: _flat},
         )
@@ -1386,13 +1400,14 @@ def _tiny_bert(dtype: torch.dtype) -> nn.Module:
 _PT_KEYS = ("input_ids", "attention_mask", "prompt_index", "slot_pos")
 
 
-def _ptuning(prompt: Tensor, labels: Tensor, **kw: Any) -> Any:
+def _ptuning(prompt_vectors: Tensor, labels: Tensor, **kw: Any) -> Any:
     pt = ME.PTuning(
-        _tiny_bert(_float_dtype(prompt)), _tokenizer(), "{p2}{label}{text}", ["good", "bad"], **{"prompt": "none", **kw}
-    )
+        _tiny_bert(_float_dtype(prompt_vectors)), _tokenizer(), "{p2}{label}{text}", ["good", "bad"],
+        **{"prompt": "none", **kw},
+    )  # fmt: skip
     enc = pt.encode(_TEXTS)
     # the prompt vectors as an argument (torch.func), so that gradients reach them
-    return functional_call(pt, {"prompt.weight": prompt}, tuple(enc[k] for k in _PT_KEYS), {"labels": labels})
+    return functional_call(pt, {"prompt.weight": prompt_vectors}, tuple(enc[k] for k in _PT_KEYS), {"labels": labels})
 
 
 def _ptuning_module(c: Call) -> Any:
@@ -1410,7 +1425,7 @@ register(
     Entry(
         name=("PTuning",),
         fn=_ptuning,
-        make=lambda dt, g: Call([_randn(g, 2, 8, dtype=dt), torch.tensor([0, 1, 1])], {}),
+        make=lambda dt, g: Call([_randn(g, 2, 8, dtype=dt), torch.tensor([0, 1, 1])], {"max_length": 24}),
         float_args={0: "prompt"},
         int_args={1: "labels"},
         hparams={"aux_weight": "nonneg", "mlm_probability": "probability", "max_length": "posint",

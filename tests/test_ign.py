@@ -394,7 +394,7 @@ def test_autoencoder_errors() -> None:
         DCGANAutoencoder(norm="layer")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="image_size must be 28 or 32"):
         DCGANAutoencoder(image_size=64)
-    with pytest.raises(ValueError, match="width and latent_dim must be >= 1"):
+    with pytest.raises(ValueError, match="width must be >= 1"):
         DCGANAutoencoder(width=0)
 
 

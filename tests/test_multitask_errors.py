@@ -316,7 +316,7 @@ CONSTRUCTORS: list[Case] = [
         "registry_unknown",
         lambda: mt.make_strategy("nope", 2),
         ValueError,
-        r"unknown multi-task strategy 'nope'; choose one of",
+        r"unknown multi-task strategy name='nope'; choose one of",
     ),
     ("registry_fixed", lambda: mt.make_strategy("fixed", 2), ValueError, r"strategy 'fixed' needs weights"),
     ("registry_num_tasks", lambda: mt.make_strategy("equal", 0), ValueError, r"num_tasks must be >= 1"),

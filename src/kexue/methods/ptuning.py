@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kexue._validate import check_choice, check_int, check_real
 from kexue.modules.prompt import PromptEncoder, PromptKind, TokenRows, splice_prompts
 
 __all__ = ["LMKind", "PTuning", "Template", "extract_features", "lm_kind"]
@@ -170,8 +171,11 @@ class PTuning(nn.Module):
 
     Raises:
         ValueError: causal LM with the label slot not last; verbalizer word unknown/empty/multi-token when
-            ``single_token``; ``max_length`` above the model's position limit or too short for the template.
-        TypeError: unknown model type.
+            ``single_token``; ``max_length`` below 1, above the model's position limit or too short for the
+            template; an unknown ``prompt``; ``aux_weight`` negative or non-finite; ``mlm_probability`` outside
+            ``(0, 1)``; in ``forward``, ``labels`` of another shape than ``(B,)`` or outside ``[0, C)``.
+        TypeError: unknown model type; a hyperparameter of the wrong type; in ``forward``, ``labels`` that are
+            not an integer tensor.
 
     Example:
         >>> from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # doctest: +SKIP
@@ -209,10 +213,12 @@ class PTuning(nn.Module):
                 f"a causal LM predicts the label word last: the template must end with '{{label}}', got "
                 f"{self.template.pattern!r}"
             )
-        if len(verbalizer) < 2:
+        if isinstance(verbalizer, str) or len(verbalizer) < 2:
             raise ValueError(f"verbalizer needs at least 2 label words, got {verbalizer!r}")
-        if aux_weight < 0 or not 0 < mlm_probability < 1:
-            raise ValueError(f"need aux_weight >= 0 and 0 < mlm_probability < 1, got {aux_weight}, {mlm_probability}")
+        check_choice("prompt", prompt, ("none", "mlp", "lstm"))
+        check_real("aux_weight", aux_weight, low=0.0)
+        check_real("mlm_probability", mlm_probability, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+        check_int("max_length", max_length, low=1)
         limit = _max_positions(model)
         if limit is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
@@ -479,6 +485,7 @@ class PTuning(nn.Module):
         out: dict[str, Tensor] = {"logits": scores}
         if labels is None:
             return out
+        self._check_labels(labels, B, C)
         label_loss = F.cross_entropy(scores, labels)
         aux = scores.new_zeros(())
         if aux_on:
@@ -492,6 +499,21 @@ class PTuning(nn.Module):
         out["aux_loss"] = aux.detach()
         out["acc"] = (scores.argmax(-1) == labels).float().mean()
         return out
+
+    @staticmethod
+    def _check_labels(labels: Tensor, batch: int, num_classes: int) -> None:
+        # F.cross_entropy would take -100 as "ignore" and fail with an IndexError (a device assert on CUDA) for
+        # other ids out of range, and with a RuntimeError for float labels
+        if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            what = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+            raise TypeError(f"labels must be an integer tensor of class indices, got {what}")
+        if labels.shape != (batch,):
+            raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+        if batch and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                f"labels must be class indices in [0, {num_classes}), got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]"
+            )
 
     def _random_mask(self, ids: Tensor, mask: Tensor, pidx: Tensor, spos: Tensor) -> tuple[Tensor, Tensor]:
         """BERT masking (15%: 80% [MASK], 10% random, 10% kept) of the real text tokens; targets ``-100``
@@ -547,6 +569,7 @@ class PTuning(nn.Module):
     @torch.no_grad()
     def predict(self, encoding: dict[str, Tensor], *, batch_size: int = 32) -> Tensor:
         """Class scores ``(B, C)`` (CPU) for an :meth:`encode` result, in eval mode and batches."""
+        check_int("batch_size", batch_size, low=1)
         was = self.training
         self.eval()
         dev = self.label_ids.device
@@ -638,7 +661,17 @@ def extract_features(
     """Mean-pooled last hidden states of a transformers LM over the real tokens: ``(N, H)`` float32 (CPU).
 
     The linear-probe baseline's features (the LM frozen). Masked LMs get ``[CLS] ... [SEP]``.
+
+    Raises:
+        TypeError: ``texts`` is a single string (not a list of them); ``max_length`` or ``batch_size`` not an int.
+        ValueError: ``max_length`` or ``batch_size`` below 1, no texts.
     """
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, got a single str")
+    check_int("max_length", max_length, low=1)
+    check_int("batch_size", batch_size, low=1)
+    if len(texts) == 0:
+        raise ValueError("texts is empty: no features to extract")
     base = getattr(model, "base_model", model)
     dev = next(model.parameters()).device
     was = model.training

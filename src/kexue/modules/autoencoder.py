@@ -11,6 +11,8 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from kexue._validate import check_choice, check_float_tensor, check_int
+
 __all__ = ["DCGANAutoencoder"]
 
 Norm = Literal["batch", "group", "none"]
@@ -51,6 +53,11 @@ class DCGANAutoencoder(nn.Module):
     Shapes:
         input ``(B, C, H, W)`` in [-1, 1] -> output ``(B, C, H, W)`` in (-1, 1).
 
+    Raises:
+        TypeError: a size that is not an int; an input that is not a floating-point tensor.
+        ValueError: a size below 1, an unknown ``norm``, ``image_size`` other than 28 or 32; an input of another
+            shape, empty, or with NaN/inf entries.
+
     Example:
         >>> import torch
         >>> DCGANAutoencoder(width=8, latent_dim=16)(torch.zeros(2, 1, 28, 28)).shape
@@ -67,13 +74,11 @@ class DCGANAutoencoder(nn.Module):
         image_size: int = 28,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or width < 1 or latent_dim < 1:
-            raise ValueError(
-                f"in_channels, width and latent_dim must be >= 1, got {in_channels}, {width}, {latent_dim}"
-            )
-        if norm not in ("batch", "group", "none"):
-            raise ValueError(f"norm must be 'batch', 'group' or 'none', got {norm!r}")
-        if image_size not in (28, 32):
+        check_int("in_channels", in_channels, low=1)
+        check_int("width", width, low=1)
+        check_int("latent_dim", latent_dim, low=1)
+        check_choice("norm", norm, ("batch", "group", "none"))
+        if check_int("image_size", image_size) not in (28, 32):
             raise ValueError(f"image_size must be 28 or 32, got {image_size}")
         side = image_size // 4  # after two stride-2 convs
         self.in_channels, self.width, self.latent_dim, self.norm, self.image_size = (
@@ -103,20 +108,23 @@ class DCGANAutoencoder(nn.Module):
             nn.Tanh(),
         )
 
+    def _check(self, name: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+        # non-empty: batch normalisation has no statistics of an empty batch
+        check_float_tensor(name, x, ndim=4)
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{name} must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+        return x
+
     def encode(self, x: Tensor) -> Tensor:
         """Latent code ``(B, latent_dim, 1, 1)`` of images ``(B, C, H, W)``."""
-        return self.encoder(x)
+        return self.encoder(self._check("x", x, (self.in_channels, self.image_size, self.image_size)))
 
     def decode(self, code: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` in (-1, 1) from codes ``(B, latent_dim, 1, 1)``."""
-        return self.decoder(code)
+        return self.decoder(self._check("code", code, (self.latent_dim, 1, 1)))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
-            raise ValueError(
-                f"x must have shape (B, {self.in_channels}, {self.image_size}, {self.image_size}), got {tuple(x.shape)}"
-            )
-        return self.decoder(self.encoder(x))
+        return self.decoder(self.encode(x))
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, width={self.width}, latent_dim={self.latent_dim}, norm={self.norm!r}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from kexue._validate import check_float_tensor, check_int, check_real
+
 __all__ = ["SmallCNN"]
 
 
@@ -25,6 +27,12 @@ class SmallCNN(nn.Module):
     Shapes:
         input ``(B, in_channels, image_size, image_size)`` -> ``(B, num_classes)`` (or ``(B, feature_dim)``).
 
+    Raises:
+        TypeError: a size that is not an int, ``dropout`` not a real number; an input that is not a
+            floating-point tensor.
+        ValueError: sizes below 1 (``num_classes`` below 0), ``dropout`` outside ``[0, 1]``, an ``image_size`` too
+            small for the two blocks; an input of another shape, or with NaN/inf entries.
+
     Example:
         >>> import torch
         >>> SmallCNN()(torch.zeros(2, 1, 28, 28)).shape
@@ -42,13 +50,16 @@ class SmallCNN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if width < 1 or feature_dim < 1 or num_classes < 0:
-            raise ValueError(
-                f"width, feature_dim must be >= 1 and num_classes >= 0, got {width, feature_dim, num_classes}"
-            )
+        check_int("in_channels", in_channels, low=1)
+        check_int("num_classes", num_classes, low=0)
+        check_int("width", width, low=1)
+        check_int("feature_dim", feature_dim, low=1)
+        check_int("image_size", image_size, low=1)
+        check_real("dropout", dropout, low=0.0, high=1.0)
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ValueError(f"image_size={image_size} is too small for two 5x5 conv + pool blocks")
+            raise ValueError(f"image_size={image_size} is too small for two 5x5 conv + pool blocks (needs >= 16)")
+        self.in_channels, self.image_size = in_channels, image_size
         self.num_classes = num_classes
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, width, 5),
@@ -65,9 +76,18 @@ class SmallCNN(nn.Module):
             nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes)) if num_classes else nn.Identity()
         )
 
+    def _check(self, x: Tensor) -> Tensor:
+        # Conv2d accepts an unbatched (C, H, W) image and any spatial size; the flatten -> linear step then fails
+        # far from the cause or, for a 3-D batch of one-channel images, silently reads the batch as channels.
+        check_float_tensor("x", x, ndim=4, allow_empty=True)
+        want = (self.in_channels, self.image_size, self.image_size)
+        if tuple(x.shape[1:]) != want:
+            raise ValueError(f"x must have shape (B, {', '.join(map(str, want))}), got {tuple(x.shape)}")
+        return x
+
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features ``(B, feature_dim)``."""
-        return self.body(x)
+        return self.body(self._check(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x))
+        return self.head(self.body(self._check(x)))

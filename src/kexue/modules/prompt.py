@@ -27,15 +27,27 @@ modified.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from kexue._validate import check_choice, check_float_tensor, check_int, check_real
+
 __all__ = ["PromptEncoder", "PromptKind", "TokenRows", "splice_prompts"]
 
 PromptKind = Literal["none", "mlp", "lstm"]
 _KINDS = ("none", "mlp", "lstm")
+
+
+def _check_index(name: str, index: object) -> Tensor:
+    """An integer tensor (not bool, float or complex): the kinds of index tensors this module reads."""
+    if not isinstance(index, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(index).__name__}")
+    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {index.dtype}")
+    return index
 
 
 def splice_prompts(inputs_embeds: Tensor, prompts: Tensor, prompt_index: Tensor) -> Tensor:
@@ -50,26 +62,36 @@ def splice_prompts(inputs_embeds: Tensor, prompts: Tensor, prompt_index: Tensor)
     Returns:
         ``(B, L, H)``: ``prompts[prompt_index]`` where ``prompt_index >= 0``, ``inputs_embeds`` elsewhere.
 
+    Raises:
+        TypeError: float tensors that are not floating point, ``prompt_index`` not an integer tensor.
+        ValueError: wrong ranks or shapes, NaN/inf entries, a ``prompt_index`` below -1 or past the last prompt.
+
     Example:
         >>> e = torch.zeros(1, 3, 2); p = torch.ones(1, 2)
         >>> splice_prompts(e, p, torch.tensor([[-1, 0, -1]]))[0, :, 0].tolist()
         [0.0, 1.0, 0.0]
     """
-    if inputs_embeds.dim() != 3 or prompts.dim() != 2:
-        raise ValueError(
-            f"inputs_embeds must be (B, L, H) and prompts (m, H), got {tuple(inputs_embeds.shape)} and "
-            f"{tuple(prompts.shape)}"
-        )
+    check_float_tensor("inputs_embeds", inputs_embeds, ndim=3, allow_empty=True)
+    check_float_tensor("prompts", prompts, ndim=2, allow_empty=True)  # a template without prompts has none
+    _check_index("prompt_index", prompt_index)
     if prompt_index.shape != inputs_embeds.shape[:2]:
         raise ValueError(
-            f"prompt_index must have shape {tuple(inputs_embeds.shape[:2])}, got {tuple(prompt_index.shape)}"
+            f"prompt_index must have the shape {tuple(inputs_embeds.shape[:2])} of inputs_embeds' (B, L), got "
+            f"{tuple(prompt_index.shape)}"
         )
     if prompts.shape[1] != inputs_embeds.shape[2]:
-        raise ValueError(f"prompt width {prompts.shape[1]} != embedding width {inputs_embeds.shape[2]}")
+        raise ValueError(f"prompts width {prompts.shape[1]} != inputs_embeds width {inputs_embeds.shape[2]}")
+    if prompt_index.numel():
+        lo, hi = int(prompt_index.min()), int(prompt_index.max())
+        # -2 or an index past the last vector would otherwise be read as "keep the token" or fail in indexing;
+        # checked before the no-prompt shortcut so that an index into an empty prompt table is not ignored
+        if lo < -1 or hi >= prompts.shape[0]:
+            raise ValueError(
+                f"prompt_index must be -1 (keep the token) or a vector in [0, {prompts.shape[0]}) of prompts, got "
+                f"values in [{lo}, {hi}]"
+            )
     if prompts.shape[0] == 0:
         return inputs_embeds
-    if int(prompt_index.max()) >= prompts.shape[0]:
-        raise ValueError(f"prompt_index refers to vector {int(prompt_index.max())} of only {prompts.shape[0]}")
     is_prompt = (prompt_index >= 0).unsqueeze(-1)  # (B, L, 1)
     gathered = prompts.to(inputs_embeds.dtype)[prompt_index.clamp(min=0)]  # (B, L, H)
     return torch.where(is_prompt, gathered, inputs_embeds)
@@ -93,6 +115,11 @@ class PromptEncoder(nn.Module):
     Shape:
         ``forward() -> (m, H)``.
 
+    Raises:
+        TypeError: sizes that are not ints, ``lstm_dropout`` not a real number, ``init`` not floating point.
+        ValueError: an unknown ``kind``, sizes out of range (an odd ``hidden_size`` for ``"lstm"``),
+            ``lstm_dropout`` outside ``[0, 1]``, ``init`` of another shape or with NaN/inf entries.
+
     Example:
         >>> enc = PromptEncoder(4, 8, kind="lstm")
         >>> enc().shape
@@ -109,14 +136,16 @@ class PromptEncoder(nn.Module):
         init: Tensor | None = None,
     ) -> None:
         super().__init__()
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-        if num_tokens < 0 or hidden_size < 1:
-            raise ValueError(f"need num_tokens >= 0 and hidden_size >= 1, got {num_tokens}, {hidden_size}")
+        check_choice("kind", kind, _KINDS)
+        check_int("num_tokens", num_tokens, low=0)
+        check_int("hidden_size", hidden_size, low=1)
+        check_real("lstm_dropout", lstm_dropout, low=0.0, high=1.0)
         if kind == "lstm" and hidden_size % 2:
             raise ValueError(f"kind='lstm' needs an even hidden_size (H/2 units per direction), got {hidden_size}")
-        if init is not None and tuple(init.shape) != (num_tokens, hidden_size):
-            raise ValueError(f"init must have shape {(num_tokens, hidden_size)}, got {tuple(init.shape)}")
+        if init is not None:
+            check_float_tensor("init", init, ndim=2, allow_empty=True)
+            if tuple(init.shape) != (num_tokens, hidden_size):
+                raise ValueError(f"init must have shape {(num_tokens, hidden_size)}, got {tuple(init.shape)}")
         self.num_tokens = num_tokens
         self.hidden_size = hidden_size
         self.kind: PromptKind = kind
@@ -171,6 +200,12 @@ class TokenRows(nn.Module):
         embedding_weight: the LM's input embedding matrix ``(V, H)`` (copied, never modified).
         token_ids: the ``k`` vocabulary ids whose rows become trainable.
 
+    Raises:
+        TypeError: ``embedding_weight`` not floating point, ``token_ids`` not ints; ``input_ids`` not an integer
+            tensor.
+        ValueError: ``embedding_weight`` not a finite non-empty ``(V, H)`` matrix, ``token_ids`` repeated or
+            outside ``[0, V)``; ``input_ids`` of another shape than ``inputs_embeds``' ``(B, L)``.
+
     Example:
         >>> E = torch.randn(10, 4); rows = TokenRows(E, [1, 2])
         >>> out = rows.splice(torch.tensor([[1, 5]]), E[torch.tensor([[1, 5]])])
@@ -178,23 +213,34 @@ class TokenRows(nn.Module):
         True
     """
 
-    def __init__(self, embedding_weight: Tensor, token_ids: list[int]) -> None:
+    def __init__(self, embedding_weight: Tensor, token_ids: Sequence[int]) -> None:
         super().__init__()
-        if embedding_weight.dim() != 2:
-            raise ValueError(f"embedding_weight must be (V, H), got {tuple(embedding_weight.shape)}")
+        check_float_tensor("embedding_weight", embedding_weight, ndim=2)
         vocab = embedding_weight.shape[0]
-        if len(set(token_ids)) != len(token_ids) or any(not 0 <= t < vocab for t in token_ids):
-            raise ValueError(f"token_ids must be distinct ids in [0, {vocab}), got {token_ids}")
+        if isinstance(token_ids, (str, bytes)) or not isinstance(token_ids, Sequence):
+            raise TypeError(f"token_ids must be a sequence of ints, got {type(token_ids).__name__}")
+        for i, t in enumerate(token_ids):
+            check_int(f"token_ids[{i}]", t, low=0, high=vocab - 1)
+        if len(set(token_ids)) != len(token_ids):
+            raise ValueError(f"token_ids must be distinct, got {list(token_ids)}")
+        token_ids = [int(t) for t in token_ids]
         self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), persistent=True)
         self.weight = nn.Parameter(embedding_weight.detach()[self.token_ids].clone())
 
     def prompt_index(self, input_ids: Tensor) -> Tensor:
         """``(B, L)``: the row of each position's token id, ``-1`` for ids that are not trainable."""
+        _check_index("input_ids", input_ids)  # a float id would compare equal to a token id and be replaced
         match = input_ids.unsqueeze(-1) == self.token_ids  # (B, L, k)
         return torch.where(match.any(-1), match.long().argmax(-1), torch.full_like(input_ids, -1))
 
     def splice(self, input_ids: Tensor, inputs_embeds: Tensor) -> Tensor:
         """Replace the embeddings of the trainable token ids by the trainable rows: ``(B, L, H)``."""
+        _check_index("input_ids", input_ids)
+        if isinstance(inputs_embeds, Tensor) and input_ids.shape != inputs_embeds.shape[:2]:
+            raise ValueError(
+                f"input_ids must have the shape {tuple(inputs_embeds.shape[:2])} of inputs_embeds' (B, L), got "
+                f"{tuple(input_ids.shape)}"
+            )
         return splice_prompts(inputs_embeds, self.weight, self.prompt_index(input_ids))
 
     token_ids: Tensor

@@ -244,7 +244,9 @@ def mgda_direction(grads: Tensor, *, max_iter: int = 250, tol: float = 1e-10) ->
         tol: Frank-Wolfe tolerance, see :func:`min_norm_coefficients`.
 
     Returns:
-        ``(u, alpha)``: the ``(D,)`` direction and the ``(n,)`` simplex coefficients.
+        ``(u, alpha)``: the ``(D,)`` direction and the ``(n,)`` simplex coefficients. ``alpha`` is not
+        differentiated (a solver's answer): the gradient of ``u`` w.r.t. ``grads`` is that of ``alpha @ grads``
+        for fixed ``alpha``.
 
     Raises:
         TypeError, ValueError: as :func:`gradient_normalization` and :func:`min_norm_coefficients`.
@@ -256,7 +258,8 @@ def mgda_direction(grads: Tensor, *, max_iter: int = 250, tol: float = 1e-10) ->
     """
     G = _check_grads(grads)
     iters, t = _check_solver(max_iter, tol, "max_iter")
-    Gn, s = _normalise_rows(G)
+    # alpha is the solver's answer, not differentiated (documented); u = alpha @ grads keeps the graph of grads
+    Gn, s = _normalise_rows(G.detach())
     M = _gram_of_rows(Gn, s / s.max())  # Gram / max_i s_i^2: entries in [-D, D]
     top = float(M.diagonal().max())
     alpha = _min_norm((M / top if top > 0 else M).cpu().numpy(), iters, t)
@@ -359,7 +362,7 @@ def primary_auxiliary_projection(
     sweeps, t = _check_solver(max_sweeps, tol, "max_sweeps")
     Gn, s = _normalise_rows(torch.cat([primary.unsqueeze(0), aux]))
     # the problem on the normalised rows Gn_i = g_i / s_i is the same problem with mu_i = lambda_i s_i / s_0
-    M = _gram_of_rows(Gn)
+    M = _gram_of_rows(Gn.detach())  # mu is the solver's answer, not differentiated
     top = float(M.diagonal().max())
     mu = torch.tensor(_coordinate_descent((M / top if top > 0 else M).tolist(), sweeps, t), dtype=torch.float64)
     mu = mu.to(Gn.device)

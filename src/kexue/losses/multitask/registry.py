@@ -61,7 +61,7 @@ def make_strategy(name: str, num_tasks: int, **kwargs: Any) -> MultiTaskStrategy
         PowerMean(num_tasks=3, gamma=2.0)
     """
     if not isinstance(name, str) or name not in STRATEGIES:
-        raise ValueError(f"unknown multi-task strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+        raise ValueError(f"unknown multi-task strategy name={name!r}; choose one of {sorted(STRATEGIES)}")
     check_num_tasks(num_tasks)
     if name == "fixed" and "weights" not in kwargs:
         raise ValueError("strategy 'fixed' needs weights=[...] (one per task)")
