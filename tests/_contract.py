@@ -51,8 +51,14 @@ NAN, INF = float("nan"), float("inf")
 
 # hyperparameter kinds -> values that must be rejected, with the exception type expected
 BAD_VALUES: dict[str, list[tuple[Any, type[Exception]]]] = {
-    "positive": [(0.0, ValueError), (-1.0, ValueError), (NAN, ValueError), (INF, ValueError), (True, TypeError),
-                 ("1", TypeError)],  # fmt: skip
+    "positive": [
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (NAN, ValueError),
+        (INF, ValueError),
+        (True, TypeError),
+        ("1", TypeError),
+    ],
     "nonneg": [(-1.0, ValueError), (NAN, ValueError), (INF, ValueError), ("1", TypeError)],
     "unit": [(-0.1, ValueError), (1.5, ValueError), (NAN, ValueError), ("0.5", TypeError)],  # [0, 1]
     "unit_open": [(-0.1, ValueError), (1.0, ValueError), (NAN, ValueError)],  # [0, 1)
@@ -66,14 +72,22 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception]]]] = {
     "reduction": [("avg", ValueError), (None, ValueError)],
     "choice": [("bogus", ValueError), (None, ValueError)],
     "flag": [(1, TypeError), ("yes", TypeError)],
-    "nonneg3": [([1.0, -1.0, 1.0], ValueError), ([1.0, NAN, 1.0], ValueError), ([1.0, 1.0], ValueError),
-                ("abc", TypeError)],  # fmt: skip
-    "positive3": [([1.0, 0.0, 1.0], ValueError), ([1.0, NAN, 1.0], ValueError), ([1.0, 1.0], ValueError),
-                  ("abc", TypeError)],  # fmt: skip
+    "nonneg3": [
+        ([1.0, -1.0, 1.0], ValueError),
+        ([1.0, NAN, 1.0], ValueError),
+        ([1.0, 1.0], ValueError),
+        ("abc", TypeError),
+    ],
+    "positive3": [
+        ([1.0, 0.0, 1.0], ValueError),
+        ([1.0, NAN, 1.0], ValueError),
+        ([1.0, 1.0], ValueError),
+        ("abc", TypeError),
+    ],
     "image_size": [(30, ValueError), (28.0, TypeError), (True, TypeError)],
     "token_ids": [([1, 1], ValueError), ([-1], ValueError), ([99], ValueError), (["a"], TypeError)],
     "shape": [((2, -1), ValueError), ((2, 1.5), TypeError)],
-    "float_dtype": [(torch.int64, TypeError), (torch.complex64, TypeError)],
+    "float_dtype": [(torch.int64, TypeError), (torch.bool, TypeError)],
 }
 
 # Valid extreme temperatures every temperature-taking entry must handle (finite and, where a twin or a limit
@@ -115,7 +129,8 @@ class Entry:
         wrong_rank: arg -> a function making a tensor of a rank the callable must reject (integer args default
             to ``unsqueeze(0)``).
         batch_args: args whose size along dim 0 must match (dropping one row of one must be rejected).
-        empty_ok: an empty batch is valid input (then it is not tested as bad input).
+        empty_ok: an empty batch is valid input (then it is not tested as bad input): ``True`` for every arg, or
+            the args for which it is. An empty batch empties every arg of ``batch_args`` together.
         skip_bad: corruption kinds that do not apply to this entry (see ``test_contract._corrupt``).
         scale: the output is homogeneous of this degree in the float inputs (0: invariant, 1: equivariant, 2:
             quadratic) and must stay so at scales 1e4, 1e30 and 1e-30; ``None``: not tested.
@@ -143,7 +158,7 @@ class Entry:
     differentiable: bool = True
     wrong_rank: dict[int | str, Callable[[Tensor], Tensor]] = dataclasses.field(default_factory=dict)
     batch_args: tuple[int | str, ...] = ()
-    empty_ok: bool = False
+    empty_ok: bool | tuple[int | str, ...] = False
     skip_bad: frozenset[str] = frozenset()
     scale: int | None = None
     ties_ok: bool = True
@@ -569,7 +584,10 @@ register(
 def _mt_model(dtype: torch.dtype) -> tuple[nn.ModuleDict, Tensor, Tensor]:
     model = _built(
         lambda: nn.ModuleDict(
-            {"trunk": nn.Sequential(nn.Linear(4, 5), nn.Tanh()), "heads": nn.ModuleList(nn.Linear(5, 1) for _ in range(_N))}
+            {
+                "trunk": nn.Sequential(nn.Linear(4, 5), nn.Tanh()),
+                "heads": nn.ModuleList(nn.Linear(5, 1) for _ in range(_N)),
+            }
         ),
         dtype,
     )
@@ -603,8 +621,9 @@ def _rule_reference(rule: Callable[[Tensor, list[Tensor], dict[str, Any]], Tenso
         model, x, y = _mt_model(m.dtype)
         shared = list(model["trunk"].parameters())
         losses = _mt_losses(model, x, y, m)
-        G = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(li, shared, retain_graph=True)])
-                         for li in losses])  # fmt: skip
+        G = torch.stack(
+            [torch.cat([g.reshape(-1) for g in torch.autograd.grad(li, shared, retain_graph=True)]) for li in losses]
+        )
         theta = torch.cat([p.detach().reshape(-1) for p in shared])
         return rule(G, [theta], c.kwargs)
 
@@ -616,22 +635,56 @@ def _task_scales(dt: torch.dtype, g: torch.Generator, **kw: Any) -> Call:
 
 
 _GRADIENT_LEVEL: list[tuple[str, type[MT.MultiTaskStrategy], dict[str, Any], dict[str, str], Any, int]] = [
-    ("GradientNormalization", MT.GradientNormalization, {},
-     {"eps": "nonneg", "rescale": "choice", "batched": "flag", "num_tasks": "posint"},
-     lambda G, th, kw: MT.gradient_normalization(G, eps=kw.get("eps", 0.0))[0], 0),
-    ("GradientNormalization[batched]", MT.GradientNormalization, {"batched": True}, {},
-     lambda G, th, kw: MT.gradient_normalization(G)[0], 0),
-    ("MGDA", MT.MGDA, {}, {"max_iter": "posint", "batched": "flag", "num_tasks": "posint"},
-     lambda G, th, kw: MT.mgda_direction(G)[0], 1),
-    ("PrimaryAuxiliaryProjection", MT.PrimaryAuxiliaryProjection, {"primary": 1},
-     {"primary": "index3", "batched": "flag", "num_tasks": "int_ge2"},
-     lambda G, th, kw: MT.primary_auxiliary_projection(G[1], G[[0, 2]])[0], 1),
-    ("L2DecayAuxiliary", MT.L2DecayAuxiliary, {}, {"eps": "nonneg", "num_tasks": "posint"},
-     lambda G, th, kw: MT.l2_auxiliary_projection(G.sum(0), th[0]), 1),
+    (
+        "GradientNormalization",
+        MT.GradientNormalization,
+        {},
+        {"eps": "nonneg", "rescale": "choice", "batched": "flag", "num_tasks": "posint"},
+        lambda G, th, kw: MT.gradient_normalization(G, eps=kw.get("eps", 0.0))[0],
+        0,
+    ),
+    (
+        "GradientNormalization[batched]",
+        MT.GradientNormalization,
+        {"batched": True},
+        {},
+        lambda G, th, kw: MT.gradient_normalization(G)[0],
+        0,
+    ),
+    (
+        "MGDA",
+        MT.MGDA,
+        {},
+        {"max_iter": "posint", "batched": "flag", "num_tasks": "posint"},
+        lambda G, th, kw: MT.mgda_direction(G)[0],
+        1,
+    ),
+    (
+        "PrimaryAuxiliaryProjection",
+        MT.PrimaryAuxiliaryProjection,
+        {"primary": 1},
+        {"primary": "index3", "batched": "flag", "num_tasks": "int_ge2"},
+        lambda G, th, kw: MT.primary_auxiliary_projection(G[1], G[[0, 2]])[0],
+        1,
+    ),
+    (
+        "L2DecayAuxiliary",
+        MT.L2DecayAuxiliary,
+        {},
+        {"eps": "nonneg", "num_tasks": "posint"},
+        lambda G, th, kw: MT.l2_auxiliary_projection(G.sum(0), th[0]),
+        1,
+    ),
     # first step: the learned weights start at 1, so the written gradient is grad sum_i L_i
-    ("GradNorm", MT.GradNorm, {}, {"alpha": "nonneg", "lr": "positive", "layer": "choice", "num_tasks": "posint"},
-     lambda G, th, kw: G.sum(0), 1),
-]  # fmt: skip
+    (
+        "GradNorm",
+        MT.GradNorm,
+        {},
+        {"alpha": "nonneg", "lr": "positive", "layer": "choice", "num_tasks": "posint"},
+        lambda G, th, kw: G.sum(0),
+        1,
+    ),
+]
 
 for _name, _cls, _kw, _hp, _rule, _degree in _GRADIENT_LEVEL:
     register(
@@ -816,6 +869,8 @@ _INPUTS = {0: "inputs"}
 _TARGET = {1: "target"}
 # The model, not the regularizer, decides which ranks of ``inputs`` it accepts.
 _MODEL_INPUT = frozenset({"rank"})
+# Inputs that only a user's model reads (its backbone may take token ids, any rank, and answers for NaN itself).
+_BACKBONE_INPUT = frozenset({"int", "bool", "complex", "nan", "inf", "rank"})
 
 register(
     Entry(
@@ -824,8 +879,13 @@ register(
         make=lambda dt, g: _xy(dt, g, sigma=0.1, k=2),
         float_args=_INPUTS,
         int_args=_TARGET,
-        hparams={"sigma": "nonneg", "k": "posint", "label_smoothing": "unit_open", "kind": "choice",
-                 "distribution": "choice"},  # fmt: skip
+        hparams={
+            "sigma": "nonneg",
+            "k": "posint",
+            "label_smoothing": "unit_open",
+            "kind": "choice",
+            "distribution": "choice",
+        },
         module=lambda c: _seeded_call(lambda: R.NoisyLoss(**c.kwargs)(_mlp(c.args[0]), *c.args)),
         batch_args=(0, 1),
         skip_bad=_MODEL_INPUT,
@@ -892,6 +952,8 @@ register(
         hparams={"n_samples": "posint", "reduction": "reduction", "loss": "choice", "estimator": "choice"},
         module=lambda c: R.SmoothnessPenalty(**c.kwargs)(_mlp(c.args[0]), *c.args),
         reduction=True,
+        # KL's Gauss-Newton weights lambda = 1/p are detached by design; MSE's lambda = 2 is a constant
+        grad_kwargs={"loss": "mse"},
         skip_bad=_MODEL_INPUT,
         autocast=torch.float32,
     )
@@ -926,9 +988,14 @@ register(
 )
 for _name, _fn, _mod, _kw, _hp in (
     ("fgm_loss", R.fgm_loss, R.FGM, {"eps": 0.1}, {"eps": "positive", "norm": "choice", "scope": "choice"}),
-    ("pgd_loss", R.pgd_loss, R.PGD, {"eps": 0.1, "steps": 2},
-     {"eps": "positive", "alpha": "positive", "steps": "posint", "norm": "choice", "scope": "choice"}),
-):  # fmt: skip
+    (
+        "pgd_loss",
+        R.pgd_loss,
+        R.PGD,
+        {"eps": 0.1, "steps": 2},
+        {"eps": "positive", "alpha": "positive", "steps": "posint", "norm": "choice", "scope": "choice"},
+    ),
+):
     register(
         Entry(
             name=(_name, _mod.__name__),
@@ -952,8 +1019,13 @@ register(
         fn=lambda x, **kw: _seeded_call(lambda: R.vat_loss(_mlp(x), x, **kw)),
         make=lambda dt, g: _x(dt, g, eps=1.0, xi=1e-3),
         float_args=_INPUTS,
-        hparams={"eps": "positive", "xi": "positive", "n_power": "nonnegint", "reduction": "reduction",
-                 "scope": "choice"},  # fmt: skip
+        hparams={
+            "eps": "positive",
+            "xi": "positive",
+            "n_power": "nonnegint",
+            "reduction": "reduction",
+            "scope": "choice",
+        },
         module=lambda c: _seeded_call(lambda: R.VAT(**c.kwargs)(_mlp(c.args[0]), *c.args)),
         reduction=True,
         grad=None,  # the clean target and the adversarial direction are detached by design
@@ -985,12 +1057,21 @@ def _head(build: Callable[..., nn.Module], defaults: dict[str, Any]) -> Callable
 
 
 for _cls, _defaults, _hp, _width in (
-    (MO.SimSiamProjectionHead, {"in_dim": 6, "hidden_dim": 8, "out_dim": 8, "num_layers": 2},
-     {"hidden_dim": "posint", "out_dim": "posint", "num_layers": "posint"}, 6),
+    (
+        MO.SimSiamProjectionHead,
+        {"in_dim": 6, "hidden_dim": 8, "out_dim": 8, "num_layers": 2},
+        {"hidden_dim": "posint", "out_dim": "posint", "num_layers": "posint"},
+        6,
+    ),
     (MO.SimSiamPredictionHead, {"dim": 8, "hidden_dim": 4}, {"dim": "posint", "hidden_dim": "posint"}, 8),
-    (MO.BYOLProjectionHead, {"in_dim": 6, "hidden_dim": 8, "out_dim": 4}, {"hidden_dim": "posint", "out_dim": "posint"}, 6),
+    (
+        MO.BYOLProjectionHead,
+        {"in_dim": 6, "hidden_dim": 8, "out_dim": 4},
+        {"hidden_dim": "posint", "out_dim": "posint"},
+        6,
+    ),
     (MO.BYOLPredictionHead, {"dim": 4, "hidden_dim": 8}, {"dim": "posint", "hidden_dim": "posint"}, 4),
-):  # fmt: skip
+):
     register(
         Entry(
             name=(_cls.__name__,),
@@ -1040,8 +1121,14 @@ register(
         )(x),
         make=lambda dt, g: Call([_randn(g, 2, 1, 16, 16, dtype=dt)], {}),
         float_args={0: "x"},
-        hparams={"in_channels": "posint", "num_classes": "nonnegint", "width": "posint", "feature_dim": "posint",
-                 "image_size": "posint", "dropout": "unit"},  # fmt: skip
+        hparams={
+            "in_channels": "posint",
+            "num_classes": "nonnegint",
+            "width": "posint",
+            "feature_dim": "posint",
+            "image_size": "posint",
+            "dropout": "unit",
+        },
         wrong_rank={0: lambda x: x[:, 0]},
         grad_fast=True,
         empty_ok=True,  # no batch statistics: an empty batch gives empty logits
@@ -1050,13 +1137,18 @@ register(
 register(
     Entry(
         name=("DCGANAutoencoder",),
-        fn=lambda x, **kw: _built(
-            lambda: MO.DCGANAutoencoder(**{"width": 2, "latent_dim": 4, **kw}), _float_dtype(x)
-        )(x),
+        fn=lambda x, **kw: _built(lambda: MO.DCGANAutoencoder(**{"width": 2, "latent_dim": 4, **kw}), _float_dtype(x))(
+            x
+        ),
         make=lambda dt, g: Call([torch.rand(2, 1, 28, 28, generator=g, dtype=dt) * 2 - 1], {}),
         float_args={0: "x"},
-        hparams={"in_channels": "posint", "width": "posint", "latent_dim": "posint", "norm": "choice",
-                 "image_size": "image_size"},  # fmt: skip
+        hparams={
+            "in_channels": "posint",
+            "width": "posint",
+            "latent_dim": "posint",
+            "norm": "choice",
+            "image_size": "image_size",
+        },
         wrong_rank={0: lambda x: x[:, 0]},
         grad_fast=True,
     )
@@ -1065,7 +1157,9 @@ register(
 
 def _bag(ids: Tensor, **kw: Any) -> Tensor:
     dtype = kw.pop("_dtype", torch.float32)
-    model = _built(lambda: MO.EmbeddingBagClassifier(**{"vocab_size": 20, "num_classes": 3, "dim": 4, "hidden": 5, **kw}), dtype)
+    model = _built(
+        lambda: MO.EmbeddingBagClassifier(**{"vocab_size": 20, "num_classes": 3, "dim": 4, "hidden": 5, **kw}), dtype
+    )
     return model(ids)
 
 
@@ -1076,8 +1170,14 @@ register(
         make=lambda dt, g: Call([torch.randint(0, 20, (3, 5), generator=g)], {"_dtype": dt}),
         float_args={},
         int_args={0: "ids"},
-        hparams={"vocab_size": "int_ge2", "num_classes": "int_ge2", "dim": "posint", "hidden": "nonnegint",
-                 "pad_id": "nonnegint", "dropout": "unit"},  # fmt: skip
+        hparams={
+            "vocab_size": "int_ge2",
+            "num_classes": "int_ge2",
+            "dim": "posint",
+            "hidden": "nonnegint",
+            "pad_id": "nonnegint",
+            "dropout": "unit",
+        },
         grad=None,  # integer input; the float path is the [classify] entry
         differentiable=False,
         ties_ok=False,
@@ -1110,8 +1210,10 @@ for _kind in ("lstm", "mlp", "none"):
             # the encoder's output as a function of its input table, through torch.func (the module itself
             # copies ``init``): gradients reach ``init`` and the value must equal the module's
             fn=lambda init, _k=_kind, **kw: functional_call(
-                _built(lambda: MO.PromptEncoder(**{"num_tokens": 3, "hidden_size": 4, "kind": _k, **kw}, init=init),
-                       _float_dtype(init)),  # fmt: skip
+                _built(
+                    lambda: MO.PromptEncoder(**{"num_tokens": 3, "hidden_size": 4, "kind": _k, **kw}, init=init),
+                    _float_dtype(init),
+                ),
                 {"weight" if _k == "none" else "embedding.weight": init},
                 (),
             ),
@@ -1139,11 +1241,10 @@ register(
         make=_splice_call,
         float_args={0: "inputs_embeds", 1: "prompts"},
         int_args={2: "prompt_index"},
-        reference=lambda c: torch.where(
-            (c.args[2] >= 0).unsqueeze(-1), c.args[1][c.args[2].clamp(min=0)], c.args[0]
-        ),
+        reference=lambda c: torch.where((c.args[2] >= 0).unsqueeze(-1), c.args[1][c.args[2].clamp(min=0)], c.args[0]),
         wrong_rank={0: lambda x: x[0], 1: _unsq},
         batch_args=(0, 2),
+        empty_ok=(0, 2),  # an empty batch splices nothing
         scale=1,
     )
 )
@@ -1157,7 +1258,7 @@ def _token_rows(weight: Tensor, embeds: Tensor, ids: Tensor, **kw: Any) -> Tenso
 def _token_rows_reference(c: Call) -> Tensor:
     weight, embeds, ids = c.args
     out = embeds.clone()
-    for j, t in enumerate([1, 2]):
+    for t in (1, 2):
         out[ids == t] = weight[t]
     return out
 
@@ -1177,6 +1278,7 @@ register(
         grad_args=(1,),  # the rows are a copy of embedding_weight (a new parameter), by design
         wrong_rank={0: _unsq, 1: lambda x: x[0]},
         batch_args=(1, 2),
+        empty_ok=(1, 2),  # an empty batch splices nothing
         # token ids outside token_ids (any value) are left to the LM's embedding, which owns the vocabulary
         skip_bad=frozenset({"negative", "large"}),
         scale=1,
@@ -1203,11 +1305,16 @@ register(
         ),
         make=_views,
         float_args={0: "x1", 1: "x2"},
-        hparams={"dim": "posint", "hidden_dim": "posint", "pred_hidden_dim": "posint", "num_proj_layers": "posint",
-                 "predictor": "choice"},  # fmt: skip
+        hparams={
+            "dim": "posint",
+            "hidden_dim": "posint",
+            "pred_hidden_dim": "posint",
+            "num_proj_layers": "posint",
+            "predictor": "choice",
+        },
         grad_kwargs={"stop_gradient": False},  # the Fig. 2 ablation: the loss's value is then differentiated as is
         batch_args=(0, 1),
-        skip_bad=_MODEL_INPUT,
+        skip_bad=_BACKBONE_INPUT,
         autocast=torch.float32,
     )
 )
@@ -1222,7 +1329,7 @@ register(
         hparams={"dim": "posint", "hidden_dim": "posint", "tau_base": "unit", "buffers": "choice"},
         grad=None,  # the target network runs under no_grad by design
         batch_args=(0, 1),
-        skip_bad=_MODEL_INPUT,
+        skip_bad=_BACKBONE_INPUT,
         autocast=torch.float32,
     )
 )
@@ -1312,8 +1419,15 @@ register(
         fn=lambda x, z, **kw: ME.ign_loss(_ign_model(x), x, z, **kw),
         make=lambda dt, g: Call([torch.rand(4, 4, generator=g, dtype=dt) * 2 - 1, _randn(g, 4, 4, dtype=dt)], {}),
         float_args={0: "x", 1: "z"},
-        hparams={"lambda_rec": "nonneg", "lambda_idem": "nonneg", "lambda_tight": "nonneg", "tight_clamp": "positive",
-                 "distance": "choice", "clamp_denominator": "choice", "form": "choice"},  # fmt: skip
+        hparams={
+            "lambda_rec": "nonneg",
+            "lambda_idem": "nonneg",
+            "lambda_tight": "nonneg",
+            "tight_clamp": "positive",
+            "distance": "choice",
+            "clamp_denominator": "choice",
+            "form": "choice",
+        },
         module=lambda c: ME.IGN(_ign_model(c.args[0]), **c.kwargs)(*c.args),
         # idempotence and tightness differentiate through one f each (frozen copy / stop-gradient) by design;
         # the reconstruction term alone is an ordinary function of x
@@ -1333,7 +1447,7 @@ register(
         reference=lambda c: _ign_model(c.args[0])(_ign_model(c.args[0])(c.args[0])),
         grad=None,  # sampling: runs under no_grad by design
         differentiable=False,
-        skip_bad=_MODEL_INPUT,
+        skip_bad=_BACKBONE_INPUT,
     )
 )
 register(
@@ -1379,9 +1493,13 @@ def _tokenizer() -> Any:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
         mask_token="[MASK]",
-    )  # fmt: skip
+    )
 
 
 @functools.cache
@@ -1390,9 +1508,15 @@ def _tiny_bert(dtype: torch.dtype) -> nn.Module:
     import transformers
 
     cfg = transformers.BertConfig(
-        vocab_size=len(_tokenizer()), hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
+        vocab_size=len(_tokenizer()),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     with _seed():
         return transformers.BertForMaskedLM(cfg).to(dtype).eval()
 
@@ -1402,9 +1526,12 @@ _PT_KEYS = ("input_ids", "attention_mask", "prompt_index", "slot_pos")
 
 def _ptuning(prompt_vectors: Tensor, labels: Tensor, **kw: Any) -> Any:
     pt = ME.PTuning(
-        _tiny_bert(_float_dtype(prompt_vectors)), _tokenizer(), "{p2}{label}{text}", ["good", "bad"],
+        _tiny_bert(_float_dtype(prompt_vectors)),
+        _tokenizer(),
+        "{p2}{label}{text}",
+        ["good", "bad"],
         **{"prompt": "none", **kw},
-    )  # fmt: skip
+    )
     enc = pt.encode(_TEXTS)
     # the prompt vectors as an argument (torch.func), so that gradients reach them
     return functional_call(pt, {"prompt.weight": prompt_vectors}, tuple(enc[k] for k in _PT_KEYS), {"labels": labels})
@@ -1413,7 +1540,11 @@ def _ptuning(prompt_vectors: Tensor, labels: Tensor, **kw: Any) -> Any:
 def _ptuning_module(c: Call) -> Any:
     prompt, labels = c.args
     pt = ME.PTuning(
-        _tiny_bert(_float_dtype(prompt)), _tokenizer(), "{p2}{label}{text}", ["good", "bad"], **{"prompt": "none", **c.kwargs}
+        _tiny_bert(_float_dtype(prompt)),
+        _tokenizer(),
+        "{p2}{label}{text}",
+        ["good", "bad"],
+        **{"prompt": "none", **c.kwargs},
     )
     with torch.no_grad():
         pt.prompt.weight.copy_(prompt)
@@ -1428,8 +1559,12 @@ register(
         make=lambda dt, g: Call([_randn(g, 2, 8, dtype=dt), torch.tensor([0, 1, 1])], {"max_length": 24}),
         float_args={0: "prompt"},
         int_args={1: "labels"},
-        hparams={"aux_weight": "nonneg", "mlm_probability": "probability", "max_length": "posint",
-                 "prompt": "choice"},  # fmt: skip
+        hparams={
+            "aux_weight": "nonneg",
+            "mlm_probability": "probability",
+            "max_length": "posint",
+            "prompt": "choice",
+        },
         module=_ptuning_module,
         # the prompt vectors are parameters, not user input: only their dtype and gradient are checked here
         skip_bad=frozenset({"int", "bool", "complex", "nan", "inf", "empty", "rank"}),
@@ -1473,5 +1608,803 @@ EXEMPT: dict[str, str] = {
 PENDING: set[str] = set()
 
 # Test id -> why it fails today. Each is a defect in a file being fixed elsewhere; the tests run as strict
-# xfails, so a fix makes them pass unexpectedly and the line must then be removed.
-KNOWN_FAILURES: dict[str, str] = {}
+# xfails, so a fix makes them pass unexpectedly and its lines must then be removed.
+# fmt: off
+KNOWN_FAILURES: dict[str, str] = {
+    # src/kexue/losses/contrastive.py
+    "test_bad_hyperparameter_rejected_naming_it[flat_nce-eps='1']":
+        "contrastive.py: eps='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[flat_nce-eps=-1.0]':
+        'contrastive.py: eps=-1.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[flat_nce-eps=0.0]':
+        'contrastive.py: eps=0.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[flat_nce-eps=True]':
+        'contrastive.py: eps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[flat_nce-eps=inf]':
+        'contrastive.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[flat_nce-eps=nan]':
+        'contrastive.py: eps=nan: error message does not name it',
+    "test_bad_hyperparameter_rejected_naming_it[info_nce-eps='1']":
+        "contrastive.py: eps='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[info_nce-eps=-1.0]':
+        'contrastive.py: eps=-1.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[info_nce-eps=0.0]':
+        'contrastive.py: eps=0.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[info_nce-eps=True]':
+        'contrastive.py: eps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[info_nce-eps=inf]':
+        'contrastive.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[info_nce-eps=nan]':
+        'contrastive.py: eps=nan: error message does not name it',
+    "test_bad_hyperparameter_rejected_naming_it[info_nce[stable]-eps='1']":
+        "contrastive.py: eps='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[info_nce[stable]-eps=-1.0]':
+        'contrastive.py: eps=-1.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[info_nce[stable]-eps=0.0]':
+        'contrastive.py: eps=0.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[info_nce[stable]-eps=True]':
+        'contrastive.py: eps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[info_nce[stable]-eps=inf]':
+        'contrastive.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[info_nce[stable]-eps=nan]':
+        'contrastive.py: eps=nan: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[flat_nce-key-inf]':
+        'contrastive.py: an inf in key: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[flat_nce-query-inf]':
+        'contrastive.py: an inf in query: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[flat_nce_from_logits-logits-empty]':
+        'contrastive.py: an empty logits: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[flat_nce_from_logits-target-empty]':
+        'contrastive.py: an empty target: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[info_nce-key-inf]':
+        'contrastive.py: an inf in key: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[info_nce-query-inf]':
+        'contrastive.py: an inf in query: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[info_nce[stable]-key-inf]':
+        'contrastive.py: an inf in key: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[info_nce[stable]-query-inf]':
+        'contrastive.py: an inf in query: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[info_nce_from_logits-logits-empty]':
+        'contrastive.py: an empty logits: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[info_nce_from_logits-target-empty]':
+        'contrastive.py: an empty target: error message does not name it',
+    'test_homogeneous_at_extreme_scales[flat_nce-float32-1e+30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e+30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[flat_nce-float32-1e-30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e-30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[flat_nce-float64-1e-30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e-30 in float64 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[info_nce-float32-1e+30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e+30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[info_nce-float32-1e-30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e-30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[info_nce-float64-1e-30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e-30 in float64 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[info_nce[stable]-float32-1e+30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e+30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[info_nce[stable]-float32-1e-30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e-30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[info_nce[stable]-float64-1e-30]':
+        'contrastive.py: not scale-invariant for inputs scaled by 1e-30 in float64 (squares over/underflow)',
+    # src/kexue/losses/cosine.py
+    "test_bad_hyperparameter_rejected_naming_it[negative_cosine_similarity-eps='1']":
+        "cosine.py: eps='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[negative_cosine_similarity-eps=-1.0]':
+        'cosine.py: eps=-1.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[negative_cosine_similarity-eps=0.0]':
+        'cosine.py: eps=0.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[negative_cosine_similarity-eps=True]':
+        'cosine.py: eps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[negative_cosine_similarity-eps=inf]':
+        'cosine.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[negative_cosine_similarity-eps=nan]':
+        'cosine.py: eps=nan: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[normalized_mse-eps='1']":
+        "cosine.py: eps='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[normalized_mse-eps=-1.0]':
+        'cosine.py: eps=-1.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[normalized_mse-eps=0.0]':
+        'cosine.py: eps=0.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[normalized_mse-eps=True]':
+        'cosine.py: eps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[normalized_mse-eps=inf]':
+        'cosine.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[normalized_mse-eps=nan]':
+        'cosine.py: eps=nan: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-prediction-bool]':
+        'cosine.py: a bool prediction: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-prediction-complex]':
+        'cosine.py: a complex64 prediction: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-prediction-empty]':
+        'cosine.py: an empty prediction: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-prediction-inf]':
+        'cosine.py: an inf in prediction: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-prediction-int]':
+        'cosine.py: an int64 prediction: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-prediction-nan]':
+        'cosine.py: a NaN in prediction: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-target-bool]':
+        'cosine.py: a bool target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-target-complex]':
+        'cosine.py: a complex64 target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-target-empty]':
+        'cosine.py: an empty target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-target-inf]':
+        'cosine.py: an inf in target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-target-int]':
+        'cosine.py: an int64 target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[negative_cosine_similarity-target-nan]':
+        'cosine.py: a NaN in target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-prediction-bool]':
+        'cosine.py: a bool prediction: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-prediction-complex]':
+        'cosine.py: a complex64 prediction: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-prediction-empty]':
+        'cosine.py: an empty prediction: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-prediction-inf]':
+        'cosine.py: an inf in prediction: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-prediction-int]':
+        'cosine.py: an int64 prediction: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-prediction-nan]':
+        'cosine.py: a NaN in prediction: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-target-bool]':
+        'cosine.py: a bool target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-target-complex]':
+        'cosine.py: a complex64 target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-target-empty]':
+        'cosine.py: an empty target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-target-inf]':
+        'cosine.py: an inf in target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-target-int]':
+        'cosine.py: an int64 target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_mse-target-nan]':
+        'cosine.py: a NaN in target: accepted without an error',
+    'test_homogeneous_at_extreme_scales[negative_cosine_similarity-float32-1e+30]':
+        'cosine.py: not scale-invariant for inputs scaled by 1e+30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[negative_cosine_similarity-float32-1e-30]':
+        'cosine.py: not scale-invariant for inputs scaled by 1e-30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[negative_cosine_similarity-float64-1e-30]':
+        'cosine.py: not scale-invariant for inputs scaled by 1e-30 in float64 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[normalized_mse-float32-1e+30]':
+        'cosine.py: not scale-invariant for inputs scaled by 1e+30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[normalized_mse-float32-1e-30]':
+        'cosine.py: not scale-invariant for inputs scaled by 1e-30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[normalized_mse-float64-1e-30]':
+        'cosine.py: not scale-invariant for inputs scaled by 1e-30 in float64 (squares over/underflow)',
+    # src/kexue/losses/tailr.py
+    'test_bad_hyperparameter_rejected_naming_it[tailr_loss-label_smoothing=1.0]':
+        'tailr.py: label_smoothing=1.0: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[tailr_loss-logits-empty]':
+        'tailr.py: an empty logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[tailr_loss-logits-nan]':
+        'tailr.py: a NaN in logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[tailr_loss-target-empty]':
+        'tailr.py: an empty target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[tailr_weight-logp-bool]':
+        'tailr.py: a bool logp: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[tailr_weight-logp-complex]':
+        'tailr.py: a complex64 logp: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[tailr_weight-logp-inf]':
+        'tailr.py: an inf in logp: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[tailr_weight-logp-int]':
+        'tailr.py: an int64 logp: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[tailr_weight-logp-nan]':
+        'tailr.py: a NaN in logp: accepted without an error',
+    # src/kexue/methods/byol.py
+    'test_bad_hyperparameter_rejected_naming_it[BYOL-dim=1.5]':
+        'byol.py: dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[BYOL-dim=True]':
+        'byol.py: dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[BYOL-hidden_dim=1.5]':
+        'byol.py: hidden_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[BYOL-hidden_dim=True]':
+        'byol.py: hidden_dim=True: error message does not name it',
+    "test_bad_hyperparameter_rejected_naming_it[BYOL-tau_base='0.5']":
+        "byol.py: tau_base='0.5': error message does not name it",
+    "test_bad_hyperparameter_rejected_naming_it[cosine_tau-base='0.5']":
+        "byol.py: base='0.5': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[cosine_tau-total_steps=1.5]':
+        'byol.py: total_steps=1.5: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[cosine_tau-total_steps=True]':
+        'byol.py: total_steps=True: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[ema_update_-tau='0.5']":
+        "byol.py: tau='0.5': error message does not name it",
+    'test_bad_tensor_rejected_naming_the_argument[BYOL-x1-empty]':
+        'byol.py: an empty x1: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[BYOL-x2-empty]':
+        'byol.py: an empty x2: error message does not name it',
+    'test_bf16_autocast_documented_dtype[BYOL]':
+        'byol.py: under bf16 autocast the loss is bfloat16 (computed in bf16), not float32 as F.cross_entropy',
+    # src/kexue/methods/ign.py
+    'test_bad_hyperparameter_rejected_naming_it[gaussian_noise-dtype=torch.bool]':
+        'ign.py: dtype=torch.bool: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_hyperparameter_rejected_naming_it[gaussian_noise-dtype=torch.int64]':
+        'ign.py: dtype=torch.int64: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_hyperparameter_rejected_naming_it[gaussian_noise-shape=(2, -1)]':
+        'ign.py: shape=(2, -1): RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_hyperparameter_rejected_naming_it[gaussian_noise-shape=(2, 1.5)]':
+        'ign.py: shape=(2, 1.5): error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[ign_iterate-steps=1.5]':
+        'ign.py: steps=1.5: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[ign_iterate-steps=True]':
+        'ign.py: steps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[ign_loss-lambda_idem=inf]':
+        'ign.py: lambda_idem=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[ign_loss-lambda_idem=nan]':
+        'ign.py: lambda_idem=nan: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[ign_loss-lambda_rec=inf]':
+        'ign.py: lambda_rec=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[ign_loss-lambda_rec=nan]':
+        'ign.py: lambda_rec=nan: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[ign_loss-lambda_tight=inf]':
+        'ign.py: lambda_tight=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[ign_loss-lambda_tight=nan]':
+        'ign.py: lambda_tight=nan: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[ign_loss-tight_clamp='1']":
+        "ign.py: tight_clamp='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[ign_loss-tight_clamp=True]':
+        'ign.py: tight_clamp=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[ign_loss-tight_clamp=inf]':
+        'ign.py: tight_clamp=inf: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[FrequencyNoise-images-inf]':
+        'ign.py: an inf in images: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[FrequencyNoise-images-nan]':
+        'ign.py: a NaN in images: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[ign_iterate-x-empty]':
+        'ign.py: an empty x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-x-bool]':
+        'ign.py: a bool x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-x-complex]':
+        'ign.py: a complex64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-x-empty]':
+        'ign.py: an empty x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-x-inf]':
+        'ign.py: an inf in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-x-int]':
+        'ign.py: an int64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-x-nan]':
+        'ign.py: a NaN in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-z-bool]':
+        'ign.py: a bool z: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-z-complex]':
+        'ign.py: a complex64 z: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-z-empty]':
+        'ign.py: an empty z: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-z-inf]':
+        'ign.py: an inf in z: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-z-int]':
+        'ign.py: an int64 z: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[ign_loss-z-nan]':
+        'ign.py: a NaN in z: accepted without an error',
+    # src/kexue/methods/simsiam.py
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-dim=1.5]':
+        'simsiam.py: dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-dim=True]':
+        'simsiam.py: dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-hidden_dim=1.5]':
+        'simsiam.py: hidden_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-hidden_dim=True]':
+        'simsiam.py: hidden_dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-num_proj_layers=-1]':
+        'simsiam.py: num_proj_layers=-1: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-num_proj_layers=0]':
+        'simsiam.py: num_proj_layers=0: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-num_proj_layers=1.5]':
+        'simsiam.py: num_proj_layers=1.5: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-num_proj_layers=True]':
+        'simsiam.py: num_proj_layers=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-pred_hidden_dim=-1]':
+        'simsiam.py: pred_hidden_dim=-1: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-pred_hidden_dim=0]':
+        'simsiam.py: pred_hidden_dim=0: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-pred_hidden_dim=1.5]':
+        'simsiam.py: pred_hidden_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiam-pred_hidden_dim=True]':
+        'simsiam.py: pred_hidden_dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[cosine_schedule-total_steps=1.5]':
+        'simsiam.py: total_steps=1.5: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[cosine_schedule-total_steps=True]':
+        'simsiam.py: total_steps=True: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiam-x1-empty]':
+        'simsiam.py: an empty x1: error message does not name it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiam-x2-empty]':
+        'simsiam.py: an empty x2: error message does not name it',
+    'test_bf16_autocast_documented_dtype[SimSiam]':
+        'simsiam.py: under bf16 autocast the loss is bfloat16 (computed in bf16), not float32 as F.cross_entropy',
+    # src/kexue/modules/heads.py
+    'test_bad_hyperparameter_rejected_naming_it[BYOLPredictionHead-dim=1.5]':
+        'heads.py: dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[BYOLPredictionHead-dim=True]':
+        'heads.py: dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[BYOLPredictionHead-hidden_dim=1.5]':
+        'heads.py: hidden_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[BYOLPredictionHead-hidden_dim=True]':
+        'heads.py: hidden_dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[BYOLProjectionHead-hidden_dim=1.5]':
+        'heads.py: hidden_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[BYOLProjectionHead-hidden_dim=True]':
+        'heads.py: hidden_dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[BYOLProjectionHead-out_dim=1.5]':
+        'heads.py: out_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[BYOLProjectionHead-out_dim=True]':
+        'heads.py: out_dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamPredictionHead-dim=1.5]':
+        'heads.py: dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamPredictionHead-dim=True]':
+        'heads.py: dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamPredictionHead-hidden_dim=1.5]':
+        'heads.py: hidden_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamPredictionHead-hidden_dim=True]':
+        'heads.py: hidden_dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamProjectionHead-hidden_dim=1.5]':
+        'heads.py: hidden_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamProjectionHead-hidden_dim=True]':
+        'heads.py: hidden_dim=True: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamProjectionHead-num_layers=1.5]':
+        'heads.py: num_layers=1.5: error message does not name it',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamProjectionHead-num_layers=True]':
+        'heads.py: num_layers=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamProjectionHead-out_dim=1.5]':
+        'heads.py: out_dim=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[SimSiamProjectionHead-out_dim=True]':
+        'heads.py: out_dim=True: error message does not name it',
+    "test_bad_hyperparameter_rejected_naming_it[SyncBatchNorm1d-eps='1']":
+        "heads.py: eps='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[SyncBatchNorm1d-eps=True]':
+        'heads.py: eps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[SyncBatchNorm1d-eps=inf]':
+        'heads.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[SyncBatchNorm1d-eps=nan]':
+        'heads.py: eps=nan: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLPredictionHead-x-bool]':
+        'heads.py: a bool x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLPredictionHead-x-complex]':
+        'heads.py: a complex64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLPredictionHead-x-empty]':
+        'heads.py: an empty x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLPredictionHead-x-inf]':
+        'heads.py: an inf in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLPredictionHead-x-int]':
+        'heads.py: an int64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLPredictionHead-x-nan]':
+        'heads.py: a NaN in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLPredictionHead-x-rank]':
+        'heads.py: a wrong-rank x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLProjectionHead-x-bool]':
+        'heads.py: a bool x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLProjectionHead-x-complex]':
+        'heads.py: a complex64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLProjectionHead-x-empty]':
+        'heads.py: an empty x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLProjectionHead-x-inf]':
+        'heads.py: an inf in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLProjectionHead-x-int]':
+        'heads.py: an int64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLProjectionHead-x-nan]':
+        'heads.py: a NaN in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[BYOLProjectionHead-x-rank]':
+        'heads.py: a wrong-rank x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamPredictionHead-x-bool]':
+        'heads.py: a bool x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamPredictionHead-x-complex]':
+        'heads.py: a complex64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamPredictionHead-x-empty]':
+        'heads.py: an empty x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamPredictionHead-x-inf]':
+        'heads.py: an inf in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamPredictionHead-x-int]':
+        'heads.py: an int64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamPredictionHead-x-nan]':
+        'heads.py: a NaN in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamPredictionHead-x-rank]':
+        'heads.py: a wrong-rank x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamProjectionHead-x-bool]':
+        'heads.py: a bool x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamProjectionHead-x-complex]':
+        'heads.py: a complex64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamProjectionHead-x-empty]':
+        'heads.py: an empty x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamProjectionHead-x-inf]':
+        'heads.py: an inf in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamProjectionHead-x-int]':
+        'heads.py: an int64 x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamProjectionHead-x-nan]':
+        'heads.py: a NaN in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SimSiamProjectionHead-x-rank]':
+        'heads.py: a wrong-rank x: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SyncBatchNorm1d-x-bool]':
+        'heads.py: a bool x: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SyncBatchNorm1d-x-complex]':
+        'heads.py: a complex64 x: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SyncBatchNorm1d-x-empty]':
+        'heads.py: an empty x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SyncBatchNorm1d-x-inf]':
+        'heads.py: an inf in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SyncBatchNorm1d-x-int]':
+        'heads.py: an int64 x: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[SyncBatchNorm1d-x-nan]':
+        'heads.py: a NaN in x: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[SyncBatchNorm1d-x-rank]':
+        'heads.py: a wrong-rank x: error message does not name it',
+    # src/kexue/ops/collapse.py
+    'test_all_ties_finite_with_finite_gradient[effective_rank]':
+        'collapse.py: all-equal input returns a constant without a graph (no gradient)',
+    "test_bad_hyperparameter_rejected_naming_it[effective_rank-eps='1']":
+        "collapse.py: eps='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[effective_rank-eps=-1.0]':
+        'collapse.py: eps=-1.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[effective_rank-eps=0.0]':
+        'collapse.py: eps=0.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[effective_rank-eps=True]':
+        'collapse.py: eps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[effective_rank-eps=inf]':
+        'collapse.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[effective_rank-eps=nan]':
+        'collapse.py: eps=nan: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[normalized_std-eps='1']":
+        "collapse.py: eps='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[normalized_std-eps=-1.0]':
+        'collapse.py: eps=-1.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[normalized_std-eps=0.0]':
+        'collapse.py: eps=0.0: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[normalized_std-eps=True]':
+        'collapse.py: eps=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[normalized_std-eps=inf]':
+        'collapse.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[normalized_std-eps=nan]':
+        'collapse.py: eps=nan: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[effective_rank-z-inf]':
+        'collapse.py: an inf in z: _LinAlgError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[effective_rank-z-nan]':
+        'collapse.py: a NaN in z: _LinAlgError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_std-z-inf]':
+        'collapse.py: an inf in z: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[normalized_std-z-nan]':
+        'collapse.py: a NaN in z: accepted without an error',
+    'test_homogeneous_at_extreme_scales[effective_rank-float32-1e+30]':
+        'collapse.py: not scale-invariant for inputs scaled by 1e+30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[effective_rank-float32-1e-30]':
+        'collapse.py: not scale-invariant for inputs scaled by 1e-30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[effective_rank-float64-1e-30]':
+        'collapse.py: not scale-invariant for inputs scaled by 1e-30 in float64 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[normalized_std-float32-1e+30]':
+        'collapse.py: not scale-invariant for inputs scaled by 1e+30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[normalized_std-float32-1e-30]':
+        'collapse.py: not scale-invariant for inputs scaled by 1e-30 in float32 (squares over/underflow)',
+    'test_homogeneous_at_extreme_scales[normalized_std-float64-1e-30]':
+        'collapse.py: not scale-invariant for inputs scaled by 1e-30 in float64 (squares over/underflow)',
+    # src/kexue/ops/topk.py
+    "test_bad_hyperparameter_rejected_naming_it[soft_topk-temperature='1']":
+        "topk.py: temperature='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[soft_topk-temperature=True]':
+        'topk.py: temperature=True: ValueError where a TypeError is due (wrong type)',
+    "test_bad_hyperparameter_rejected_naming_it[soft_topk[exp]-temperature='1']":
+        "topk.py: temperature='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[soft_topk[exp]-temperature=True]':
+        'topk.py: temperature=True: ValueError where a TypeError is due (wrong type)',
+    "test_bad_hyperparameter_rejected_naming_it[soft_topk[gradtopk]-temperature='1']":
+        "topk.py: temperature='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[soft_topk[gradtopk]-temperature=True]':
+        'topk.py: temperature=True: ValueError where a TypeError is due (wrong type)',
+    "test_bad_hyperparameter_rejected_naming_it[soft_topk[iterative]-temperature='1']":
+        "topk.py: temperature='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[soft_topk[iterative]-temperature=True]':
+        'topk.py: temperature=True: ValueError where a TypeError is due (wrong type)',
+    "test_bad_hyperparameter_rejected_naming_it[soft_topk[laplace]-temperature='1']":
+        "topk.py: temperature='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[soft_topk[laplace]-temperature=True]':
+        'topk.py: temperature=True: ValueError where a TypeError is due (wrong type)',
+    # src/kexue/regularizers/adversarial.py
+    "test_bad_hyperparameter_rejected_naming_it[fgm_loss-eps='1']":
+        "adversarial.py: eps='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[fgm_loss-eps=True]':
+        'adversarial.py: eps=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[fgm_loss-eps=inf]':
+        'adversarial.py: eps=inf: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[pgd_loss-alpha='1']":
+        "adversarial.py: alpha='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[pgd_loss-alpha=True]':
+        'adversarial.py: alpha=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[pgd_loss-alpha=inf]':
+        'adversarial.py: alpha=inf: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[pgd_loss-eps='1']":
+        "adversarial.py: eps='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[pgd_loss-eps=True]':
+        'adversarial.py: eps=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[pgd_loss-eps=inf]':
+        'adversarial.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[pgd_loss-steps=1.5]':
+        'adversarial.py: steps=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[pgd_loss-steps=True]':
+        'adversarial.py: steps=True: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-inputs-bool]':
+        'adversarial.py: a bool inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-inputs-complex]':
+        'adversarial.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-inputs-empty]':
+        'adversarial.py: an empty inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-inputs-inf]':
+        'adversarial.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-inputs-int]':
+        'adversarial.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-inputs-nan]':
+        'adversarial.py: a NaN in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-target-empty]':
+        'adversarial.py: an empty target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-target-float]':
+        'adversarial.py: a float target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-target-large]':
+        'adversarial.py: a too large (10**6) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[fgm_loss-target-negative]':
+        'adversarial.py: a negative (-2) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-inputs-bool]':
+        'adversarial.py: a bool inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-inputs-complex]':
+        'adversarial.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-inputs-empty]':
+        'adversarial.py: an empty inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-inputs-inf]':
+        'adversarial.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-inputs-int]':
+        'adversarial.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-inputs-nan]':
+        'adversarial.py: a NaN in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-target-empty]':
+        'adversarial.py: an empty target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-target-float]':
+        'adversarial.py: a float target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-target-large]':
+        'adversarial.py: a too large (10**6) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[pgd_loss-target-negative]':
+        'adversarial.py: a negative (-2) target: IndexError from inside, not a ValueError/TypeError naming it',
+    # src/kexue/regularizers/gradient_penalty.py
+    "test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss-eps='1']":
+        "gradient_penalty.py: eps='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss-eps=True]':
+        'gradient_penalty.py: eps=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss-eps=inf]':
+        'gradient_penalty.py: eps=inf: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss-fd_step='1']":
+        "gradient_penalty.py: fd_step='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss-fd_step=True]':
+        'gradient_penalty.py: fd_step=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss-fd_step=inf]':
+        'gradient_penalty.py: fd_step=inf: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss[finite_difference]-eps='1']":
+        "gradient_penalty.py: eps='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss[finite_difference]-eps=True]':
+        'gradient_penalty.py: eps=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss[finite_difference]-eps=inf]':
+        'gradient_penalty.py: eps=inf: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss[finite_difference]-fd_step='1']":
+        "gradient_penalty.py: fd_step='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss[finite_difference]-fd_step=True]':
+        'gradient_penalty.py: fd_step=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[gradient_penalty_loss[finite_difference]-fd_step=inf]':
+        'gradient_penalty.py: fd_step=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[smoothness_penalty-n_samples=1.5]':
+        'gradient_penalty.py: n_samples=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[smoothness_penalty-n_samples=True]':
+        'gradient_penalty.py: n_samples=True: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[smoothness_penalty-reduction='avg']":
+        "gradient_penalty.py: reduction='avg': the module twin has no such argument",
+    'test_bad_hyperparameter_rejected_naming_it[smoothness_penalty-reduction=None]':
+        'gradient_penalty.py: reduction=None: the module twin has no such argument',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-inputs-bool]':
+        'gradient_penalty.py: a bool inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-inputs-complex]':
+        'gradient_penalty.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-inputs-empty]':
+        'gradient_penalty.py: an empty inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-inputs-inf]':
+        'gradient_penalty.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-inputs-int]':
+        'gradient_penalty.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-inputs-nan]':
+        'gradient_penalty.py: a NaN in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-target-empty]':
+        'gradient_penalty.py: an empty target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-target-float]':
+        'gradient_penalty.py: a float target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-target-large]':
+        'gradient_penalty.py: a too large (10**6) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss-target-negative]':
+        'gradient_penalty.py: a negative (-2) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-inputs-bool]':
+        'gradient_penalty.py: a bool inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-inputs-complex]':
+        'gradient_penalty.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-inputs-empty]':
+        'gradient_penalty.py: an empty inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-inputs-inf]':
+        'gradient_penalty.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-inputs-int]':
+        'gradient_penalty.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-inputs-nan]':
+        'gradient_penalty.py: a NaN in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-target-empty]':
+        'gradient_penalty.py: an empty target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-target-float]':
+        'gradient_penalty.py: a float target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-target-large]':
+        'gradient_penalty.py: a too large (10**6) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[gradient_penalty_loss[finite_difference]-target-negative]':
+        'gradient_penalty.py: a negative (-2) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[smoothness_penalty-inputs-bool]':
+        'gradient_penalty.py: a bool inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[smoothness_penalty-inputs-complex]':
+        'gradient_penalty.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[smoothness_penalty-inputs-empty]':
+        'gradient_penalty.py: an empty inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[smoothness_penalty-inputs-inf]':
+        'gradient_penalty.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[smoothness_penalty-inputs-int]':
+        'gradient_penalty.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[smoothness_penalty-inputs-nan]':
+        'gradient_penalty.py: a NaN in inputs: accepted without an error',
+    # src/kexue/regularizers/noise.py
+    'test_bad_hyperparameter_rejected_naming_it[noise_consistency_loss-k=1.5]':
+        'noise.py: k=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[noise_consistency_loss-k=True]':
+        'noise.py: k=True: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[noise_consistency_loss-reduction='avg']":
+        "noise.py: reduction='avg': the module twin has no such argument",
+    'test_bad_hyperparameter_rejected_naming_it[noise_consistency_loss-reduction=None]':
+        'noise.py: reduction=None: the module twin has no such argument',
+    "test_bad_hyperparameter_rejected_naming_it[noise_consistency_loss-sigma='1']":
+        "noise.py: sigma='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[noise_consistency_loss-sigma=True]':
+        'noise.py: sigma=True: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[noise_consistency_loss-sigma=inf]':
+        'noise.py: sigma=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[noisy_loss-k=1.5]':
+        'noise.py: k=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[noisy_loss-k=True]':
+        'noise.py: k=True: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[noisy_loss-sigma='1']":
+        "noise.py: sigma='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[noisy_loss-sigma=inf]':
+        'noise.py: sigma=inf: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[perturb-sigma='1']":
+        "noise.py: sigma='1': error message does not name it",
+    'test_bad_hyperparameter_rejected_naming_it[perturb-sigma=inf]':
+        'noise.py: sigma=inf: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-clean_logits-bool]':
+        'noise.py: a bool clean_logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-clean_logits-complex]':
+        'noise.py: a complex64 clean_logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-clean_logits-empty]':
+        'noise.py: an empty clean_logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-clean_logits-inf]':
+        'noise.py: an inf in clean_logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-clean_logits-int]':
+        'noise.py: an int64 clean_logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-clean_logits-nan]':
+        'noise.py: a NaN in clean_logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-logits-bool]':
+        'noise.py: a bool logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-logits-complex]':
+        'noise.py: a complex64 logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-logits-empty]':
+        'noise.py: an empty logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-logits-inf]':
+        'noise.py: an inf in logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-logits-int]':
+        'noise.py: an int64 logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[consistency_divergence-logits-nan]':
+        'noise.py: a NaN in logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[noise_consistency_loss-inputs-bool]':
+        'noise.py: a bool inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[noise_consistency_loss-inputs-complex]':
+        'noise.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[noise_consistency_loss-inputs-empty]':
+        'noise.py: an empty inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[noise_consistency_loss-inputs-inf]':
+        'noise.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[noise_consistency_loss-inputs-int]':
+        'noise.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[noise_consistency_loss-inputs-nan]':
+        'noise.py: a NaN in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-inputs-bool]':
+        'noise.py: a bool inputs: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-inputs-complex]':
+        'noise.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-inputs-empty]':
+        'noise.py: an empty inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-inputs-inf]':
+        'noise.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-inputs-int]':
+        'noise.py: an int64 inputs: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-inputs-nan]':
+        'noise.py: a NaN in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-target-empty]':
+        'noise.py: an empty target: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-target-float]':
+        'noise.py: a float target: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-target-large]':
+        'noise.py: a too large (10**6) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[noisy_loss-target-negative]':
+        'noise.py: a negative (-2) target: IndexError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[perturb-value-bool]':
+        'noise.py: a bool value: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[perturb-value-complex]':
+        'noise.py: a complex64 value: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[perturb-value-inf]':
+        'noise.py: an inf in value: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[perturb-value-int]':
+        'noise.py: an int64 value: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[perturb-value-nan]':
+        'noise.py: a NaN in value: accepted without an error',
+    'test_bf16_autocast_documented_dtype[noise_consistency_loss]':
+        'noise.py: under bf16 autocast the loss is bfloat16 (computed in bf16), not float32 as F.cross_entropy',
+    # src/kexue/regularizers/vat.py
+    'test_bad_hyperparameter_rejected_naming_it[vat_direction-n_power=1.5]':
+        'vat.py: n_power=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[vat_direction-n_power=True]':
+        'vat.py: n_power=True: ValueError where a TypeError is due (wrong type)',
+    "test_bad_hyperparameter_rejected_naming_it[vat_direction-xi='1']":
+        "vat.py: xi='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[vat_direction-xi=True]':
+        'vat.py: xi=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[vat_direction-xi=inf]':
+        'vat.py: xi=inf: accepted without an error',
+    "test_bad_hyperparameter_rejected_naming_it[vat_loss-eps='1']":
+        "vat.py: eps='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[vat_loss-eps=True]':
+        'vat.py: eps=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[vat_loss-eps=inf]':
+        'vat.py: eps=inf: accepted without an error',
+    'test_bad_hyperparameter_rejected_naming_it[vat_loss-n_power=1.5]':
+        'vat.py: n_power=1.5: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[vat_loss-n_power=True]':
+        'vat.py: n_power=True: ValueError where a TypeError is due (wrong type)',
+    "test_bad_hyperparameter_rejected_naming_it[vat_loss-reduction='avg']":
+        "vat.py: reduction='avg': the module twin has no such argument",
+    'test_bad_hyperparameter_rejected_naming_it[vat_loss-reduction=None]':
+        'vat.py: reduction=None: the module twin has no such argument',
+    "test_bad_hyperparameter_rejected_naming_it[vat_loss-xi='1']":
+        "vat.py: xi='1': ValueError where a TypeError is due (wrong type)",
+    'test_bad_hyperparameter_rejected_naming_it[vat_loss-xi=True]':
+        'vat.py: xi=True: ValueError where a TypeError is due (wrong type)',
+    'test_bad_hyperparameter_rejected_naming_it[vat_loss-xi=inf]':
+        'vat.py: xi=inf: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[conditional_entropy-logits-bool]':
+        'vat.py: a bool logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[conditional_entropy-logits-complex]':
+        'vat.py: a complex64 logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[conditional_entropy-logits-empty]':
+        'vat.py: an empty logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[conditional_entropy-logits-inf]':
+        'vat.py: an inf in logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[conditional_entropy-logits-int]':
+        'vat.py: an int64 logits: NotImplementedError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[conditional_entropy-logits-nan]':
+        'vat.py: a NaN in logits: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[vat_direction-inputs-bool]':
+        'vat.py: a bool inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[vat_direction-inputs-complex]':
+        'vat.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[vat_direction-inputs-empty]':
+        'vat.py: an empty inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[vat_direction-inputs-inf]':
+        'vat.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[vat_direction-inputs-int]':
+        'vat.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[vat_direction-inputs-nan]':
+        'vat.py: a NaN in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[vat_loss-inputs-bool]':
+        'vat.py: a bool inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[vat_loss-inputs-complex]':
+        'vat.py: a complex64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[vat_loss-inputs-empty]':
+        'vat.py: an empty inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[vat_loss-inputs-inf]':
+        'vat.py: an inf in inputs: accepted without an error',
+    'test_bad_tensor_rejected_naming_the_argument[vat_loss-inputs-int]':
+        'vat.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
+    'test_bad_tensor_rejected_naming_the_argument[vat_loss-inputs-nan]':
+        'vat.py: a NaN in inputs: accepted without an error',
+    'test_bf16_autocast_documented_dtype[vat_loss]':
+        'vat.py: under bf16 autocast the loss is bfloat16 (computed in bf16), not float32 as F.cross_entropy',
+}
+# fmt: on

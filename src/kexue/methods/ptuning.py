@@ -504,7 +504,12 @@ class PTuning(nn.Module):
     def _check_labels(labels: Tensor, batch: int, num_classes: int) -> None:
         # F.cross_entropy would take -100 as "ignore" and fail with an IndexError (a device assert on CUDA) for
         # other ids out of range, and with a RuntimeError for float labels
-        if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        if (
+            not isinstance(labels, Tensor)
+            or labels.is_floating_point()
+            or labels.is_complex()
+            or labels.dtype == torch.bool
+        ):
             what = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
             raise TypeError(f"labels must be an integer tensor of class indices, got {what}")
         if labels.shape != (batch,):
