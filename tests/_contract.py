@@ -140,6 +140,9 @@ class Entry:
             float).
         autocast: the documented output dtype under bf16 autocast on float32 inputs; ``None``: not tested.
         temperature_check: ``check(call, out, temperature)`` asserting the known limit at an extreme temperature.
+        spread: the float inputs may be multiplied by 1e4 and 1e30 (values that far apart are valid input, the
+            output is not homogeneous): the float32 answer must be finite and equal the float64 answer on the
+            same values (and the temperature limit hold at ``temperature / scale``).
     """
 
     name: tuple[str, ...]
@@ -166,6 +169,7 @@ class Entry:
     out_dtype: str | torch.dtype = "input"
     autocast: torch.dtype | None = None
     temperature_check: Callable[[Call, Tensor, float], None] | None = None
+    spread: bool = False
 
 
 def get_arg(call: Call, key: int | str) -> Any:
@@ -252,6 +256,7 @@ for _method in O.TOPK_METHODS:
             empty_ok=True,  # an empty batch of rows gives an empty mask, like torch.topk
             autocast=torch.float32,  # elementwise: the input dtype
             temperature_check=_topk_limits(hard_limit=_method != "iterative"),  # the 2019 baseline's flaws
+            spread=True,
         )
     )
 
@@ -352,6 +357,7 @@ register(
     Entry(
         name=("info_nce_from_logits",),
         fn=L.info_nce_from_logits,
+        spread=True,
         make=_logits_target,
         float_args={0: "logits"},
         int_args={1: "target"},
@@ -368,6 +374,7 @@ register(
     Entry(
         name=("flat_nce_from_logits",),
         fn=L.flat_nce_from_logits,
+        spread=True,
         make=_logits_target,
         float_args={0: "logits"},
         int_args={1: "target"},
@@ -384,6 +391,7 @@ register(
     Entry(
         name=("tailr_loss", "TaiLrLoss"),
         fn=L.tailr_loss,
+        spread=True,
         make=lambda dt, g: Call([_randn(g, 6, 5, dtype=dt), torch.randint(0, 5, (6,), generator=g)], {"gamma": 0.5}),
         float_args={0: "logits"},
         int_args={1: "target"},
@@ -494,6 +502,7 @@ register(
     Entry(
         name=("log_sum", "LogSum"),
         fn=MT.log_sum,
+        spread=True,
         make=_task_losses,
         float_args=_LOSSES,
         hparams={"eps": "nonneg"},
@@ -889,6 +898,7 @@ register(
         module=lambda c: _seeded_call(lambda: R.NoisyLoss(**c.kwargs)(_mlp(c.args[0]), *c.args)),
         batch_args=(0, 1),
         skip_bad=_MODEL_INPUT,
+        spread=True,
         autocast=torch.float32,
     )
 )
@@ -903,6 +913,7 @@ register(
         reduction=True,
         grad=None,  # the clean prediction is a detached target by design (as in VAT)
         skip_bad=_MODEL_INPUT,
+        spread=True,
         autocast=torch.float32,
     )
 )
@@ -910,6 +921,7 @@ register(
     Entry(
         name=("consistency_divergence",),
         fn=R.consistency_divergence,
+        spread=True,
         make=_pair,
         float_args={0: "logits", 1: "clean_logits"},
         hparams={"reduction": "reduction", "loss": "choice"},
@@ -923,6 +935,7 @@ register(
     Entry(
         name=("conditional_entropy",),
         fn=R.conditional_entropy,
+        spread=True,
         make=lambda dt, g: Call([_randn(g, 5, 3, dtype=dt)], {}),
         float_args={0: "logits"},
         hparams={"reduction": "reduction"},
@@ -940,6 +953,7 @@ register(
         float_args={0: "value"},
         hparams={"sigma": "nonneg", "kind": "choice", "distribution": "choice"},
         empty_ok=True,  # noise on an empty tensor is an empty tensor
+        spread=True,
         autocast=torch.float32,
     )
 )
@@ -955,6 +969,7 @@ register(
         # KL's Gauss-Newton weights lambda = 1/p are detached by design; MSE's lambda = 2 is a constant
         grad_kwargs={"loss": "mse"},
         skip_bad=_MODEL_INPUT,
+        spread=True,
         autocast=torch.float32,
     )
 )
@@ -969,6 +984,7 @@ register(
         module=lambda c: R.GradientPenaltyLoss(**c.kwargs)(_mlp(c.args[0]), *c.args),
         batch_args=(0, 1),
         skip_bad=_MODEL_INPUT,
+        spread=True,
         autocast=torch.float32,
     )
 )
@@ -983,6 +999,7 @@ register(
         grad=None,  # the value is exact, the parameter gradient a finite-difference estimate by design
         batch_args=(0, 1),
         skip_bad=_MODEL_INPUT,
+        spread=True,
         autocast=torch.float32,
     )
 )
@@ -1030,6 +1047,7 @@ register(
         reduction=True,
         grad=None,  # the clean target and the adversarial direction are detached by design
         skip_bad=_MODEL_INPUT,
+        spread=True,
         autocast=torch.float32,
     )
 )
@@ -1043,6 +1061,7 @@ register(
         grad=None,  # a detached unit direction
         differentiable=False,
         skip_bad=_MODEL_INPUT,
+        spread=True,
     )
 )
 
@@ -1132,6 +1151,7 @@ register(
         wrong_rank={0: lambda x: x[:, 0]},
         grad_fast=True,
         empty_ok=True,  # no batch statistics: an empty batch gives empty logits
+        autocast=torch.bfloat16,  # convolutions and linear layers run in bf16 under autocast
     )
 )
 register(
@@ -1151,6 +1171,7 @@ register(
         },
         wrong_rank={0: lambda x: x[:, 0]},
         grad_fast=True,
+        autocast=torch.bfloat16,  # convolutions run in bf16 under autocast
     )
 )
 
@@ -2094,6 +2115,12 @@ KNOWN_FAILURES: dict[str, str] = {
         "topk.py: temperature='1': ValueError where a TypeError is due (wrong type)",
     'test_bad_hyperparameter_rejected_naming_it[soft_topk[laplace]-temperature=True]':
         'topk.py: temperature=True: ValueError where a TypeError is due (wrong type)',
+    'test_extreme_spread_finite_and_correct[soft_topk-1e+30]':
+        'topk.py: inputs spread by 1e+30: the mask sums to 0.5 or 1, not k (wrong answer)',
+    'test_extreme_spread_finite_and_correct[soft_topk[exp]-1e+30]':
+        'topk.py: inputs spread by 1e+30: the mask sums to 0.5 or 1, not k (wrong answer)',
+    'test_extreme_spread_finite_and_correct[soft_topk[laplace]-1e+30]':
+        'topk.py: inputs spread by 1e+30: the mask sums to 0.5 or 1, not k (wrong answer)',
     # src/kexue/regularizers/adversarial.py
     "test_bad_hyperparameter_rejected_naming_it[fgm_loss-eps='1']":
         "adversarial.py: eps='1': ValueError where a TypeError is due (wrong type)",
@@ -2242,6 +2269,8 @@ KNOWN_FAILURES: dict[str, str] = {
         'gradient_penalty.py: an int64 inputs: RuntimeError from inside, not a ValueError/TypeError naming it',
     'test_bad_tensor_rejected_naming_the_argument[smoothness_penalty-inputs-nan]':
         'gradient_penalty.py: a NaN in inputs: accepted without an error',
+    'test_extreme_spread_finite_and_correct[gradient_penalty_loss[finite_difference]-1e+30]':
+        'gradient_penalty.py: inputs spread by 1e+30: the answer is NaN/inf',
     # src/kexue/regularizers/noise.py
     'test_bad_hyperparameter_rejected_naming_it[noise_consistency_loss-k=1.5]':
         'noise.py: k=1.5: ValueError where a TypeError is due (wrong type)',

@@ -306,6 +306,36 @@ def test_homogeneous_at_extreme_scales(e: Entry, dtype: torch.dtype, scale: floa
     torch.testing.assert_close(out.double() / scale**e.scale, ref.double(), atol=tol, rtol=tol)
 
 
+SPREADS = (1e4, 1e30)
+SPREAD_CASES = [(e, s) for e in ENTRIES if e.spread for s in SPREADS]
+
+
+def _to64(x: Any) -> Any:
+    return x.double() if isinstance(x, Tensor) and x.is_floating_point() else x
+
+
+@pytest.mark.parametrize(
+    ("e", "spread"),
+    _cases(
+        "test_extreme_spread_finite_and_correct",
+        SPREAD_CASES,
+        [f"{e.name[0]}-{s:g}" for e, s in SPREAD_CASES],
+    ),
+)
+def test_extreme_spread_finite_and_correct(e: Entry, spread: float) -> None:
+    c = e.make(torch.float32, _gen())
+    for k in e.float_args:
+        c = with_arg(c, k, get_arg(c, k) * spread)
+    out = _run(e, c)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all(), out
+    # the same values in float64: float32 must not have lost the answer to overflow or cancellation
+    ref = _run(e, Call([_to64(a) for a in c.args], {k: _to64(v) for k, v in c.kwargs.items()}))
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4 * max(1.0, float(ref.abs().max())))
+    if e.temperature_check is not None:
+        e.temperature_check(c, out, c.kwargs["temperature"] / spread)
+
+
 @pytest.mark.parametrize("e", _entries("test_all_ties_finite_with_finite_gradient", lambda e: e.ties_ok))
 def test_all_ties_finite_with_finite_gradient(e: Entry) -> None:
     c, keys = _grad_call(e)
