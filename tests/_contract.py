@@ -13,8 +13,9 @@ runs the same battery over every entry:
 - bad input -> ``ValueError``/``TypeError`` whose message names the argument: int/bool/complex dtypes, NaN, inf,
   empty, wrong rank, mismatched batch, integer arguments given as floats, negative or out of range, and
   non-finite, out-of-range or wrongly typed hyperparameters (through the functional and its module twin);
-- extreme valid input (scaled by 1e4, 1e30 and 1e-30 where the output is homogeneous in the inputs, all ties,
-  tiny and huge temperature) -> finite and correct.
+- extreme valid input -> finite and correct: inputs scaled by 1e4, 1e30 and 1e-30 where the output is homogeneous
+  in them; spread by 1e4 and 1e30 where it is not (float32 against float64 on the same values); all ties; tiny
+  and huge temperature (against the twin or reference, and the known limit, e.g. soft top-k -> the hard mask).
 
 Every name exported by the library layers must be registered here or listed in ``EXEMPT`` with the reason; a new
 export that is in neither fails ``test_registry_covers_every_export``. Known defects in code that is being fixed
