@@ -176,6 +176,18 @@ def test_smoke_banner_only_for_smoke_runs(tmp_path: Path) -> None:
     assert "pipeline check" not in write_report(tmp_path)[1].read_text(encoding="utf-8")
 
 
+def test_runs_come_in_report_order(tmp_path: Path) -> None:
+    # The experiment's ORDER when its files record one (0 included), else 100, then the folder name.
+    for name, order in (("a_last", None), ("b_second", 50), ("c_first", 0)):
+        d = _write_run(tmp_path / name, name, [_old_claim("x", "reproduced")])
+        if order is not None:
+            doc = json.loads((d / "claims.json").read_text())
+            (d / "claims.json").write_text(json.dumps({**doc, "order": order}))
+    assert [r.name for r in collect(tmp_path)] == ["c_first", "b_second", "a_last"]
+    page = write_report(tmp_path)[1].read_text(encoding="utf-8")
+    assert page.index("id='x-c_first'") < page.index("id='x-b_second'") < page.index("id='x-a_last'")
+
+
 def test_failed_run_shows_its_traceback_not_stale_claims(tmp_path: Path) -> None:
     d = _write_run(tmp_path / "crashy", "crashy", [_old_claim("stale_claim", "reproduced")])
     (d / "error.txt").write_text("Traceback (most recent call last):\nRuntimeError: out of memory\n")
@@ -245,6 +257,10 @@ window.addEventListener('load', function () {
     out.cards = document.querySelectorAll('#summary .card').length;
     out.filter_bar = !document.getElementById('filters').hidden;
     out.overflow_px = document.documentElement.scrollWidth - window.innerWidth;
+    function top(sel) { var e = document.querySelector(sel); return e ? e.getBoundingClientRect().top : -1; }
+    out.cards_bottom = document.getElementById('summary').getBoundingClientRect().bottom;
+    out.first_claim_top = top('section.exp tr.claim');
+    out.first_figure_top = top('section.exp figure.plot');
     function visible(sel) { return Array.prototype.filter.call(document.querySelectorAll(sel), function (e) {
       return e.offsetParent !== null; }).length; }
     out.rows_before = visible('tr.claim');
@@ -276,6 +292,7 @@ def _run_chromium(exe: str, profile: Path, *args: str) -> subprocess.CompletedPr
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--disable-dev-shm-usage",  # containers often mount a tiny /dev/shm
         "--hide-scrollbars",
         "--enable-logging=stderr",
         "--v=0",
@@ -323,7 +340,11 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def browser_report(chromium: str) -> Path:
-    """A report of a real ``mnist_baseline`` smoke run and the synthetic run folder, in runs/test-report/."""
+    """A report as large as a real one, in runs/test-report/.
+
+    A real ``mnist_baseline`` smoke run, the synthetic folder that uses every schema field, and seven more small
+    folders, so that the page has as many summary cards as ``kexue reproduce`` makes (nine).
+    """
     from kexue.experiments._runner import run_experiment
 
     if ARTIFACTS.exists():
@@ -331,30 +352,49 @@ def browser_report(chromium: str) -> Path:
     ARTIFACTS.mkdir(parents=True)
     run_experiment("mnist_baseline", preset="smoke", out_dir=ARTIFACTS / "mnist_baseline", seed=0)
     shutil.rmtree(ARTIFACTS / "mnist_baseline" / "checkpoints", ignore_errors=True)
-    _synthetic(ARTIFACTS)
+    synthetic = _synthetic(ARTIFACTS)
+    for i in range(7):
+        d = _write_run(
+            ARTIFACTS / f"more_{i}",
+            f"more_{i}",
+            [
+                _new_claim(f"m{i}_a", "reproduced", seeds=3, mde=0.01, test="paired t"),
+                _old_claim(f"m{i}_b", "inconclusive"),
+            ],
+        )
+        shutil.copy(synthetic / "extra.png", d / "extra.png")
+        doc = json.loads((d / "claims.json").read_text())
+        (d / "claims.json").write_text(json.dumps({**doc, "plots": ["extra.png"], "order": 200 + i}))
     write_report(ARTIFACTS)
     return ARTIFACTS / "report.html"
 
 
 def test_report_renders_in_headless_chromium(chromium: str, browser_report: Path, tmp_path: Path) -> None:
-    exe = chromium
-    desk = _probe(exe, browser_report, tmp_path, 1400)
+    runs = collect(browser_report.parent)
+    rows = sum(len(r.claims) for r in runs)
+    reproduced = sum(c.verdict == "reproduced" for r in runs for c in r.claims)
+    images = sum(len(r.existing_plots()) + 1 for r in runs)  # every plot, and one thumbnail per card
+    assert len(runs) == 9 and reproduced > 0
+    desk = _probe(chromium, browser_report, tmp_path, 1400)
     assert desk["errors"] == [] and desk["console"] == [], (desk["errors"], desk["console"])
-    assert desk["images"] == 6 and desk["broken"] == []  # 2 thumbnails + 1 mnist plot + 3 synthetic plots
-    assert desk["cards"] == 2 and desk["filter_bar"]
-    # 1 mnist claim + 6 synthetic rows (the checks sit in an open <details>: one of them failed).
-    assert desk["rows_before"] == 7 and desk["rows_after_reset"] == 7
-    assert desk["reproduced_after_untick"] == 0 and desk["others_after_untick"] == 5
+    assert desk["images"] == images and desk["broken"] == []
+    assert desk["cards"] == 9 and desk["filter_bar"]
+    # Every claim row is visible (the synthetic checks sit in an open <details>: one of them failed); unticking
+    # "reproduced" hides exactly those rows; picking one experiment leaves its section and card only.
+    assert desk["rows_before"] == rows and desk["rows_after_reset"] == rows
+    assert desk["reproduced_after_untick"] == 0 and desk["others_after_untick"] == rows - reproduced
     assert desk["sections_for_one"] == 1 and desk["cards_for_one"] == 1
     assert desk["overflow_px"] <= 0
-    phone = _probe(exe, browser_report, tmp_path, 400)
+    # Above the fold of a 1400 x 2000 screenshot: the summary cards, then the first experiment's claims and plot.
+    assert 0 < desk["cards_bottom"] < desk["first_claim_top"] < desk["first_figure_top"] < 2000 - 200, desk
+    phone = _probe(chromium, browser_report, tmp_path, 400)
     assert phone["errors"] == [] and phone["console"] == [] and phone["broken"] == []
     assert phone["overflow_px"] <= 0, "the page scrolls sideways at phone width"
     # Screenshots of the unmodified report (CI keeps them as artefacts).
     for width, name in ((1400, "report-1400.png"), (400, "report-400.png")):
         shot = browser_report.parent / name
         res = _run_chromium(
-            exe,
+            chromium,
             tmp_path / f"profile-shot{width}",
             f"--window-size={width},2000",
             f"--screenshot={shot}",

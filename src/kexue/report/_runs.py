@@ -100,6 +100,8 @@ class Run:
         article: the article's URL ("" when unknown).
         article_title: the article's own title when the run recorded one.
         preset: ``smoke``, ``quick``, ``full`` ... or ``None`` when no file names it.
+        order: the experiment's place in reports (``claims.json``'s ``order``, the module's ``ORDER``; 100 when
+            absent, as in :func:`kexue.experiments.available`).
         error: the traceback when the run failed (``error.txt``).
     """
 
@@ -117,6 +119,7 @@ class Run:
     env: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     stale_claims: bool = False
+    order: float = 100.0
 
     @property
     def checks(self) -> list[ClaimRecord]:
@@ -190,6 +193,9 @@ def _read_run(d: Path) -> Run | None:
         config=config,
         env=_read_json(d / "env.json"),
     )
+    order = _as_float(claims.get("order", config.get("order")))
+    if order is not None:
+        run.order = order
     if err.is_file():
         # `kexue reproduce` deletes error.txt before each attempt, so its presence means the latest attempt failed;
         # a claims.json next to it is left over from an earlier run and is not shown as this run's result.
@@ -202,15 +208,17 @@ def _read_run(d: Path) -> Run | None:
 
 
 def collect(root: str | Path) -> list[Run]:
-    """Every run folder under ``root`` (``root`` itself and its direct sub-folders, by name).
+    """Every run folder under ``root`` (``root`` itself and its direct sub-folders).
 
-    A folder counts when it holds a ``claims.json`` or an ``error.txt``.
+    A folder counts when it holds a ``claims.json`` or an ``error.txt``. Runs come in report order: the ``order``
+    their files record (an experiment's ``ORDER``), then the folder name.
     """
     root = Path(root)
     if not root.is_dir():
         return []
     dirs = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
     runs = [r for r in (_read_run(d) for d in dirs) if r is not None]
+    runs.sort(key=lambda r: r.order)  # stable: folder names break ties
     # Two folders of the same experiment (e.g. runs/x-smoke and runs/x-quick) need distinct anchors.
     seen: dict[str, int] = {}
     for r in runs:
