@@ -390,7 +390,13 @@ def render_html(runs: list[Run], root: Path, *, title: str) -> str:
         "<span><span class='pill contradict'>red</span> contradicts it</span>"
         "<span><span class='pill neutral'>grey</span> inconclusive or not testable</span>"
         "<span>checks are deterministic properties (passed / failed); claims are empirical statements about "
-        "training</span></p>",
+        "training</span>"
+        + (
+            "<span><span class='pill failed-run'>run failed</span> no verdict: the run crashed</span>"
+            if any(r.error for r in runs)
+            else ""
+        )
+        + "</p>",
     ]
     if smoke:
         which = "every run" if len(smoke) == len(runs) else "runs " + ", ".join(smoke)
