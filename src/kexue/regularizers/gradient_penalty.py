@@ -17,6 +17,11 @@ term
   gradient
   of :math:`c\\,\\nabla_xL\\cdot u` (``u`` and ``c`` detached) is :math:`c[\\nabla_\\theta
   L(x+hu)-\\nabla_\\theta L(x)]/h+O(h)`.
+
+The finite difference compares two passes of *one* function: the perturbed pass replays the random number
+generators (CPU and CUDA) of the clean pass, so dropout draws the same masks in both; the generators end where
+one pass leaves them, so the next step still draws fresh masks. Inputs computed upstream (an encoder's output,
+``inputs_embeds`` from the model's own embedding) are differentiated through exactly by both methods.
 """
 
 from __future__ import annotations
@@ -85,11 +90,11 @@ def smoothness_penalty(
 
     Args:
         model: returns logits ``(B, C)``; ``f`` is the logits for MSE, ``softmax(logits)`` for KL.
-        inputs: ``x`` or ``(x, *more)``.
+        inputs: ``x``, ``(x, *more)`` or a dict of keyword arguments (``model(**inputs)``).
         site: where ``x`` is (input, embedding output, hidden module).
         loss: ``"kl"`` or ``"mse"``.
         estimator: ``"exact"`` (C gradients) or ``"rademacher"`` (``n_samples`` gradients).
-        n_samples: Rademacher draws averaged.
+        n_samples: Rademacher draws averaged (an integer >= 1).
         create_graph: keep the graph so the penalty can be trained on (double backward).
         check: with ``create_graph``, raise :class:`DoubleBackwardError` if an op cannot be differentiated
         twice.
@@ -178,17 +183,19 @@ def gradient_penalty_loss(
     author's embedding-level example uses ``eps = 1`` on the whole embedding gradient (``scope="global"``).
 
     Args:
-        model: returns logits ``(B, C)``.
-        inputs: ``x`` or ``(x, *more)``.
+        model: returns logits ``(B, C)`` (or an output with ``.logits``); may be wrapped in DDP.
+        inputs: ``x``, ``(x, *more)`` or a dict of keyword arguments / ``BatchEncoding`` (``model(**inputs)``);
+            ``x`` may be computed upstream (requires grad): its graph receives the penalty's gradient.
         target: labels for ``loss_fn``.
-        eps: penalty weight (> 0).
+        eps: penalty weight (finite, > 0).
         site: where ``x`` is: ``"input"``, ``"embedding"`` (the embedding output; with ``scope="global"`` the
             norm is taken over the embedding matrix, tying equal tokens) or a hidden module.
         form: ``"squared"`` (``0.5 eps ||g||^2``) or ``"norm"`` (``eps ||g||``, per sample or global).
         scope: for ``form="norm"``: one norm over the batch (``"global"``) or the sum of per-sample norms.
         method: ``"double_backward"`` (exact, needs every op twice differentiable) or ``"finite_difference"``
-            (first derivatives only; one extra forward/backward at ``x + h u``).
-        fd_step: finite-difference step ``h`` relative to the mean per-sample norm of ``x``.
+            (first derivatives only; one extra forward/backward at ``x + h u``, with the clean pass's dropout
+            masks replayed).
+        fd_step: finite-difference step ``h`` relative to the mean per-sample norm of ``x`` (finite, > 0).
         loss_fn: ``loss_fn(logits, target) -> scalar``; default mean cross entropy.
         check: for double backward, raise :class:`DoubleBackwardError` on ops that cannot be differentiated
         twice.
@@ -201,6 +208,8 @@ def gradient_penalty_loss(
     Raises:
         DoubleBackwardError: double backward is impossible through the model; the message names
             ``method='finite_difference'``.
+        ValueError: ``eps``/``fd_step`` not finite and > 0, an unknown option, the target's batch size differs,
+            ``DistributedDataParallel(static_graph=True)``.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))

@@ -73,7 +73,7 @@ def perturb(
 
     Args:
         value: any shape.
-        sigma: noise standard deviation, >= 0.
+        sigma: noise standard deviation, finite and >= 0.
         kind: ``"additive"`` or ``"multiplicative"``.
         distribution: ``"gaussian"``, ``"uniform"`` or (multiplicative only) ``"bernoulli"``.
         generator: optional RNG.
@@ -85,7 +85,7 @@ def perturb(
         >>> perturb(torch.zeros(2, 3), sigma=0.0).abs().sum().item()
         0.0
     """
-    _check_noise(sigma, kind, distribution, low=0.0)
+    _check_noise(sigma, kind, distribution)
     if sigma == 0:
         return value
     shape, dt, dev = value.shape, value.dtype, value.device
@@ -100,8 +100,8 @@ def perturb(
     return value + sigma * e if kind == "additive" else value * (1 + sigma * e)
 
 
-def _check_noise(sigma: float, kind: str, distribution: str, *, low: float) -> None:
-    check_real("sigma", sigma, low=low, low_inclusive=low == 0.0)
+def _check_noise(sigma: float, kind: str, distribution: str) -> None:
+    check_real("sigma", sigma, low=0.0)
     check_choice("kind", kind, ("additive", "multiplicative"))
     check_choice("distribution", distribution, ("gaussian", "uniform", "bernoulli"))
     if distribution == "bernoulli" and kind == "additive":
@@ -162,9 +162,10 @@ def noisy_loss(
 
     Args:
         model: returns logits ``(B, C)``.
-        inputs: ``x`` or ``(x, *more)``; the model is called as ``model(*inputs)``.
+        inputs: ``x``, ``(x, *more)`` (``model(*inputs)``) or a dict of keyword arguments / ``BatchEncoding``
+            (``model(**inputs)``).
         target: class ids ``(B,)`` (or what ``loss_fn`` expects).
-        sigma: noise standard deviation (0 = no noise, e.g. label smoothing alone).
+        sigma: noise standard deviation, finite and >= 0 (0 = no noise, e.g. label smoothing alone).
         site: ``"input"``, ``"embedding"``, a submodule (hidden activations) or ``"weights"``.
         kind: additive or multiplicative noise (see :func:`perturb`).
         distribution: noise distribution.
@@ -176,12 +177,16 @@ def noisy_loss(
     Returns:
         Scalar loss.
 
+    Raises:
+        ValueError: ``sigma`` not finite and >= 0, ``label_smoothing`` outside ``[0, 1)``, ``k`` < 1, the
+            target's batch size differs.
+
     Example:
         >>> m = nn.Linear(4, 3)
         >>> noisy_loss(m, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), sigma=0.1, k=2).shape
         torch.Size([])
     """
-    _check_noise(sigma, kind, distribution, low=0.0)
+    _check_noise(sigma, kind, distribution)
     k = check_int("k", k, low=1)
     check_real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_inclusive=False)
     if loss_fn is not None and label_smoothing:
@@ -251,8 +256,8 @@ def noise_consistency_loss(
 
     Args:
         model: returns logits ``(B, C)``.
-        inputs: ``x`` or ``(x, *more)``.
-        sigma: noise standard deviation (> 0).
+        inputs: ``x``, ``(x, *more)`` or a dict of keyword arguments (``model(**inputs)``).
+        sigma: noise standard deviation (finite, > 0).
         site: where the noise goes.
         loss: ``"kl"`` (``KL(clean || noisy)``) or ``"mse"`` on the logits.
         kind: additive or multiplicative.
@@ -267,12 +272,15 @@ def noise_consistency_loss(
     Returns:
         Scalar (or ``(B,)`` for ``reduction="none"``).
 
+    Raises:
+        ValueError: ``sigma`` not finite and > 0, ``k`` < 1, an unknown option.
+
     Example:
         >>> m = nn.Linear(4, 3)
         >>> float(noise_consistency_loss(m, torch.randn(5, 4), sigma=0.1)) >= 0
         True
     """
-    _check_noise(sigma, kind, distribution, low=0.0)
+    _check_noise(sigma, kind, distribution)
     check_positive("sigma", sigma)
     check_choice("loss", loss, ("kl", "mse"))
     check_reduction(reduction)
@@ -313,7 +321,7 @@ class NoisyLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_noise(sigma, kind, distribution, low=0.0)
+        _check_noise(sigma, kind, distribution)
         check_int("k", k, low=1)
         check_real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_inclusive=False)
         self.sigma, self.site, self.kind, self.distribution = sigma, site, kind, distribution
