@@ -620,7 +620,7 @@ class _RecordingDropout(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         if not self.training:
             return h
-        keep = torch.rand(h.shape, dtype=h.dtype) >= self.p
+        keep = torch.rand(h.shape, dtype=h.dtype, device=h.device) >= self.p
         self.masks.append(keep)
         return h * keep / (1 - self.p)
 
@@ -637,6 +637,22 @@ def test_vat_probes_replay_the_clean_passs_dropout_mask(n_power: int) -> None:
     assert len(drop.masks) == n_power + 2  # clean target, n_power probes, final pass
     for m in drop.masks[1:-1]:
         assert torch.equal(m, drop.masks[0])
+    assert not torch.equal(drop.masks[-1], drop.masks[0])
+
+
+@pytest.mark.gpu
+def test_cuda_generators_are_replayed() -> None:
+    """The CUDA generator is replayed like the CPU one: FD penalty = exact penalty, VAT probes share the mask."""
+    dev = torch.device("cuda")
+    model = _dropout_mlp().to(dev)
+    x, y = torch.randn(16, 5, dtype=D64, device=dev), torch.randint(0, 3, (16,), device=dev)
+    exact = _penalty_grad(model, x, y, 3, eps=0.5)
+    fd = _penalty_grad(model, x, y, 3, eps=0.5, method="finite_difference", fd_step=1e-6)
+    assert float((exact - fd).norm() / exact.norm()) < 1e-4
+    drop = _RecordingDropout(0.5)
+    net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), drop, nn.Linear(16, 3)).to(dev, D64).train()
+    vat_loss(net, x, eps=0.5, n_power=2, probe_dropout=True).backward()
+    assert all(torch.equal(m, drop.masks[0]) for m in drop.masks[1:-1])
     assert not torch.equal(drop.masks[-1], drop.masks[0])
 
 
