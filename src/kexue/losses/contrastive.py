@@ -119,40 +119,42 @@ def _rows(mask: Tensor) -> str:
     return f"{idx[:10]}{' ...' if len(idx) > 10 else ''} ({len(idx)} of {mask.numel()})"
 
 
-def _check_logit_values(logits: Tensor, target: Tensor, *, flat: bool) -> None:
-    """Value checks of ``(logits, target)`` in one device sync; skipped under ``torch.compile``.
-
-    ``-inf`` marks a masked candidate. Rejected: target out of range; NaN or ``+inf`` scores; a row whose positive
-    is masked (no finite positive score: the loss is ``+inf`` or, for a fully masked row, NaN); for FlatNCE a row
-    with every negative masked (``log xi = log 0 = -inf``). InfoNCE gives that last row its exact value,
-    ``log(1 + 0) = 0``, with zero gradient.
-    """
+def _check_target_values(logits: Tensor, target: Tensor) -> None:
+    """``target`` within ``[0, C)`` (one device sync, before indexing with it); skipped under ``torch.compile``."""
     if is_compiling():
         return
+    c = logits.shape[1]
+    bad = (target < 0) | (target >= c)
+    if bool(bad.any()):
+        raise ValueError(f"target values must lie in [0, {c - 1}], got {int(target[bad][0])}")
+
+
+def _check_rows(per_row: Tensor, logits: Tensor, target: Tensor, *, flat: bool) -> Tensor:
+    """Raise if a row's loss is not finite, saying why; one check of the ``(N,)`` losses on the common path.
+
+    ``-inf`` marks a masked candidate, so every bad case shows on the row's loss: NaN or ``+inf`` scores (the
+    log-sum-exp is NaN or inf), a masked positive (``+inf``, or NaN for a fully masked row) and, for FlatNCE, a
+    row with every negative masked (``log xi = log 0 = -inf``). The scores are scanned only to word the error.
+    Skipped under ``torch.compile``.
+    """
+    if is_compiling() or bool(torch.isfinite(per_row.detach()).all()):
+        return per_row
     x = logits.detach()
-    c = x.shape[1]
-    bad_target = (target < 0) | (target >= c)  # (N,)
-    pos = x.gather(1, torch.where(bad_target, 0, target).long().unsqueeze(1)).squeeze(1)  # (N,)
-    bad_value = torch.isnan(x) | (x == _INF)  # (N, C)
-    pos_masked = pos == -_INF
-    no_negative = (x > -_INF).sum(dim=1) - (~pos_masked).long() <= 0  # (N,)
-    flags = torch.stack([bad_target.any(), bad_value.any(), pos_masked.any(), no_negative.any() & flat])
-    if not bool(flags.any()):  # the one sync of the common path
-        return
-    f_target, f_value, f_pos, _ = flags.tolist()
-    if f_target:
-        raise ValueError(f"target values must lie in [0, {c - 1}], got {int(target[bad_target][0])}")
-    if f_value:
+    if not bool((x < _INF).all()):  # NaN fails x < inf too
         raise ValueError("logits contains NaN or +inf values (-inf marks a masked candidate)")
-    if f_pos:
+    pos_masked = x.gather(1, target.long().unsqueeze(1)).squeeze(1) == -_INF
+    if bool(pos_masked.any()):
         raise ValueError(
             f"logits rows {_rows(pos_masked)} have a masked positive (logits[i, target[i]] = -inf): the loss of "
             "such a row is +inf, or NaN when the whole row is masked; drop those rows"
         )
-    raise ValueError(
-        f"logits rows {_rows(no_negative & ~pos_masked)} have every negative masked: FlatNCE's value there is "
-        "log 0 = -inf; drop those rows (InfoNCE gives them 0 loss and 0 gradient)"
-    )
+    no_negative = per_row.detach() == -_INF
+    if flat and bool(no_negative.any()):
+        raise ValueError(
+            f"logits rows {_rows(no_negative)} have every negative masked: FlatNCE's value there is "
+            "log 0 = -inf; drop those rows (InfoNCE gives them 0 loss and 0 gradient)"
+        )
+    raise ValueError(f"the loss of logits rows {_rows(~torch.isfinite(per_row.detach()))} overflowed")
 
 
 # --------------------------------------------------------------------------------------------- core
@@ -179,10 +181,12 @@ def _log_xi(
     neg = logits.index_put_((r, cols), ninf) if owned else logits.index_put((r, cols), ninf)
     if not masked:
         return torch.logsumexp(neg, dim=1) - s_t
-    has_neg = (neg > -_INF).any(dim=1)  # (N,)
-    # feed finite values to the rows without a negative: their (discarded) log-sum-exp then has a finite gradient
-    lse = torch.logsumexp(torch.where(has_neg.unsqueeze(1), neg, torch.zeros_like(neg)), dim=1)
-    return torch.where(has_neg, lse - s_t, ninf)
+    has_neg = (neg.detach() > -_INF).any(dim=1)  # (N,)
+    # feed finite values to the rows without a negative: their (discarded) log-sum-exp then has a finite
+    # gradient. In place on our own copy (index_put above), before the log-sum-exp saves it.
+    neg = neg.masked_fill_(~has_neg.unsqueeze(1), 0.0)
+    # no negative: -inf - s_t, which is -inf, or NaN for a masked positive (s_t = -inf) so that it is caught
+    return torch.where(has_neg, torch.logsumexp(neg, dim=1) - s_t, ninf - s_t)
 
 
 def _per_anchor(
@@ -210,7 +214,8 @@ def _per_anchor(
         # the standard form: max-shifted log-sum-exp, float error in 1 + xi when xi < ~eps. A row without a
         # negative gives exactly 0 with zero gradient.
         return F.cross_entropy(logits, target, reduction="none")
-    log_xi = _log_xi(logits, target, exclude, owned=owned, masked=masked)  # (N,)
+    # only the stable form needs the masked path: FlatNCE rows without a negative are rejected (log 0 = -inf)
+    log_xi = _log_xi(logits, target, exclude, owned=owned, masked=masked and kind == "stable")  # (N,)
     if kind == "stable":
         # log(1 + xi) = softplus(log xi): softplus uses log1p, exact in value and gradient for tiny xi
         return F.softplus(log_xi)
@@ -433,7 +438,8 @@ def info_nce_from_logits(
     Raises:
         TypeError: non-float ``logits`` or non-integer ``target``.
         ValueError: bad shapes, no rows, fewer than 2 columns, ``target`` out of range, NaN or ``+inf`` scores,
-            rows with a masked positive (named by index), bad ``reduction``. The value checks (one device sync)
+            rows with a masked positive (named by index), bad ``reduction``. The value checks (two device
+            syncs: the target range, and the finiteness of the per-row losses, which reveals the other cases)
             are skipped under ``torch.compile``; there a masked positive gives a non-finite loss.
 
     Example:
@@ -445,9 +451,10 @@ def info_nce_from_logits(
     """
     _check_logits(logits, target)
     check_reduction(reduction)
-    _check_logit_values(logits, target, flat=False)
+    _check_target_values(logits, target)
+    # masked: rows without a negative get 0 with zero gradient in the stable form too
     loss = _per_anchor(logits, target.long(), "stable" if stable else "plain", masked=True)
-    return _check_output(reduce(loss, reduction), {"logits": logits})
+    return reduce(_check_rows(loss, logits, target, flat=False), reduction)
 
 
 @overload
@@ -480,7 +487,7 @@ def flat_nce_from_logits(
     Raises:
         TypeError / ValueError: as :func:`info_nce_from_logits`; besides, a row whose negatives are all masked
             is rejected (named by index), since its value ``log xi = log 0`` is ``-inf``. Under
-            ``torch.compile`` that check is skipped and such a row gives ``-inf`` with zero gradient.
+            ``torch.compile`` that check is skipped and such a row gives ``-inf``.
 
     Example:
         >>> logits = torch.tensor([[30.0, 10.0, 12.0]])
@@ -489,9 +496,9 @@ def flat_nce_from_logits(
     """
     _check_logits(logits, target)
     check_reduction(reduction)
-    _check_logit_values(logits, target, flat=True)
-    loss = _per_anchor(logits, target.long(), "flat", masked=True)
-    out = _check_output(reduce(loss, reduction), {"logits": logits})
+    _check_target_values(logits, target)
+    loss = _check_rows(_per_anchor(logits, target.long(), "flat"), logits, target, flat=True)
+    out = reduce(loss, reduction)
     if return_info_nce:
         return out, reduce(F.softplus(loss.detach()), reduction)
     return out

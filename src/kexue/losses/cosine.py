@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue._validate import check_float_tensor, check_int, check_real, check_reduction, check_same_size, reduce
+from kexue._validate import (
+    check_float_tensor,
+    check_int,
+    check_real,
+    check_reduction,
+    check_same_size,
+    is_compiling,
+    reduce,
+)
 
 __all__ = ["NegativeCosineSimilarity", "NormalizedMSELoss", "negative_cosine_similarity", "normalized_mse"]
 
@@ -50,13 +58,25 @@ def _check_options(dim: int, eps: float, reduction: str) -> None:
 
 def _cosine(prediction: Tensor, target: Tensor, dim: int, eps: float, reduction: str) -> Tensor:
     _check_options(dim, eps, reduction)
-    check_float_tensor("prediction", prediction, min_ndim=1)
-    check_float_tensor("target", target, min_ndim=1)
+    # finite=False: a NaN/inf entry makes its cosine NaN (x / max|x| is NaN there), so the cheap check of the
+    # small output in _finite replaces a scan of both inputs
+    check_float_tensor("prediction", prediction, min_ndim=1, finite=False)
+    check_float_tensor("target", target, min_ndim=1, finite=False)
     check_same_size("prediction", prediction, "target", target)
     if not -prediction.dim() <= dim < prediction.dim():
         raise ValueError(f"dim must be in [{-prediction.dim()}, {prediction.dim() - 1}], got {dim}")
     # normalise first (scale-safe), then take the dot product; an all-zero vector gives cosine 0.
     return (_unit(prediction, dim=dim, eps=eps) * _unit(target, dim=dim, eps=eps)).sum(dim=dim)
+
+
+def _finite(out: Tensor, prediction: Tensor, target: Tensor) -> Tensor:
+    """Raise naming the input with NaN/inf when the loss is not finite (eagerly; skipped under torch.compile)."""
+    if is_compiling():
+        return out
+    if not bool(torch.isfinite(out.detach()).all()):
+        check_float_tensor("prediction", prediction)  # raises: "prediction contains NaN or infinite values"
+        check_float_tensor("target", target)
+    return out
 
 
 def negative_cosine_similarity(
@@ -89,7 +109,7 @@ def negative_cosine_similarity(
         >>> negative_cosine_similarity(p, p.detach())
         tensor(-1.)
     """
-    return reduce(-_cosine(prediction, target, dim, eps, reduction), reduction)
+    return _finite(reduce(-_cosine(prediction, target, dim, eps, reduction), reduction), prediction, target)
 
 
 def normalized_mse(
@@ -115,7 +135,7 @@ def normalized_mse(
         >>> normalized_mse(torch.tensor([[1.0, 0.0]]), torch.tensor([[-3.0, 0.0]]))
         tensor(4.)
     """
-    return reduce(2 - 2 * _cosine(prediction, target, dim, eps, reduction), reduction)
+    return _finite(reduce(2 - 2 * _cosine(prediction, target, dim, eps, reduction), reduction), prediction, target)
 
 
 class NegativeCosineSimilarity(nn.Module):

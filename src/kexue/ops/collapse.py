@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kexue._validate import check_float_tensor, check_real
+from kexue._validate import check_float_tensor, check_real, is_compiling
 
 __all__ = ["effective_rank", "normalized_std"]
 
 
-def _check_z(z: Tensor) -> Tensor:
-    check_float_tensor("z", z, ndim=2)  # also rejects empty and non-finite embeddings
+def _check_z(z: Tensor, *, finite: bool = True) -> Tensor:
+    check_float_tensor("z", z, ndim=2, finite=finite)  # also rejects empty (and non-finite) embeddings
     if z.shape[0] < 2:
         raise ValueError(f"z needs at least 2 rows to estimate a spread, got shape {tuple(z.shape)}")
     return z
@@ -72,9 +72,13 @@ def normalized_std(z: Tensor, *, eps: float = 1e-12) -> Tensor:
         1.0
     """
     check_real("eps", eps, low=0, low_inclusive=False, high=1)
-    _check_z(z)
+    _check_z(z, finite=False)
     u = _unit_rows(z, eps)  # (B, D)
-    return u.std(dim=0).mean()
+    out = u.std(dim=0).mean()
+    # a NaN/inf entry makes the result NaN (z / max|z| is NaN there): scan z only then, to name the problem
+    if not is_compiling() and not bool(torch.isfinite(out)):
+        _check_z(z)
+    return out
 
 
 def effective_rank(z: Tensor, *, eps: float = 1e-12) -> Tensor:
