@@ -583,3 +583,14 @@ def test_non_finite_embeddings_are_named(bad: str) -> None:
         flat_nce(q, torch.ones(4, 3, dtype=torch.complex64))
     with pytest.raises(ValueError, match="query must not be empty"):
         info_nce(torch.zeros(0, 3), torch.zeros(0, 3))
+
+
+def test_gradcheck_from_logits_with_masked_candidates() -> None:
+    logits = torch.randn(3, 5, dtype=F64)
+    logits[0, 3] = -math.inf
+    logits[2, [0, 1, 3, 4]] = -math.inf  # row 2 keeps only its positive (column 2)
+    x = logits.requires_grad_()
+    t = torch.tensor([1, 0, 2])
+    assert torch.autograd.gradcheck(lambda a: info_nce_from_logits(a, t, stable=True, reduction="none"), (x,))
+    assert torch.autograd.gradgradcheck(lambda a: info_nce_from_logits(a, t, stable=True), (x,))
+    assert torch.autograd.gradcheck(lambda a: flat_nce_from_logits(a[:2], t[:2], reduction="none"), (x,))
