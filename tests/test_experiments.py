@@ -111,7 +111,7 @@ def test_cli_list_and_bad_input() -> None:
     bad = _cli("run", "mnist_baseline", "--preset", "huge")
     assert bad.returncode == 2 and "no preset 'huge'" in bad.stderr
     bad = _cli("reproduce", "--only", "nope")
-    assert bad.returncode != 0 and "unknown experiment 'nope'" in bad.stderr
+    assert bad.returncode == 2 and "kexue: error: unknown experiment 'nope'" in bad.stderr
 
 
 def test_reproduce_writes_a_self_contained_report(tmp_path: Path) -> None:
