@@ -391,6 +391,8 @@ def _execute(
                     "experiment": name,
                     "title": getattr(module, "TITLE", name),
                     "article": getattr(module, "ARTICLE", ""),
+                    "article_title": getattr(module, "ARTICLE_TITLE", None),
+                    "order": getattr(module, "ORDER", 100),
                     "preset": preset,
                     "claims": [c.to_dict() for c in result.claims],
                     "plots": result.plots,
