@@ -817,7 +817,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
                 names=(m, "hard_topk"),
                 evidence=(
                     f"sparse top-2 test accuracy, non-inferiority margin {MOE_MARGIN:g}, {len(accs)} seeds per arm "
-                    f"(the quick budget; df = {len(accs) - 1}); load CV "
+                    f"(paired t, df = {len(accs) - 1}; 2 seeds is the quick budget); load CV "
                     f"{mean_std([r['load_cv'] for r in moe[m]])[0]:.2f} vs {hard_cv:.2f};"
                 ),
             )
