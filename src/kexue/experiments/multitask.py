@@ -68,7 +68,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -653,7 +653,9 @@ def _claims(
 
 
 def _missing(cid: str, why: str) -> Claim:
-    return not_run(cid, CLAIMS[cid], _src(cid if cid in _SECTIONS else "scale_invariance"), reason=f"this preset {why}")
+    kind: Literal["check", "claim"] = "check" if cid == "scale_invariance_exact" else "claim"
+    src = _src(cid if cid in _SECTIONS else "scale_invariance")
+    return not_run(cid, CLAIMS[cid], src, reason=f"this preset {why}", kind=kind)
 
 
 def _plot_curves(runs: dict[str, list[dict[str, Any]]], cfg: Config, out_dir: Path) -> str:
