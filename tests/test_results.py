@@ -110,6 +110,38 @@ def test_every_experiment_has_committed_results() -> None:
     assert missing == [], f"no committed run folder under {RESULTS} for: {', '.join(missing)}"
 
 
+_GENERATED = re.compile(r"<!-- BEGIN GENERATED (claims(?::\w+)?) -->\n(.*?)<!-- END GENERATED \1 -->", re.S)
+_PIPE = re.compile(r"(?<!\\)\|")
+
+
+def _table_shape_errors(markdown: str) -> list[str]:
+    """Rows whose count of unescaped pipes (cell borders in GitHub Markdown) differs from their table's header."""
+    errors, head = [], None
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            head = None
+            continue
+        n = len(_PIPE.findall(line))
+        if head is None:
+            head = n
+        elif n != head:
+            errors.append(f"{n} borders instead of {head}: {line[:100]}")
+    return errors
+
+
+def test_generated_tables_keep_their_columns() -> None:
+    run = {"experiment": "x", "claims": [{"id": "a", "kind": "check", "verdict": "reproduced", "evidence": "|p - q|"}]}
+    rendered = docs_tables.render_experiment(run)
+    assert "\\|p - q\\|" in rendered
+    assert _table_shape_errors(rendered) == []
+    assert _table_shape_errors("| a | b |\n|---|---|\n| `|x|` | y |\n")  # the check can fail
+    for page in ["README.md", *sorted(set(docs_tables.DOCS_PAGES.values()))]:
+        path = ROOT / page
+        if path.is_file():
+            for tag, body in _GENERATED.findall(path.read_text(encoding="utf-8")):
+                assert _table_shape_errors(body) == [], f"{page} ({tag})"
+
+
 # A relative Markdown link or image into the committed results: ](results/...) or ](../results/...).
 _LINK = re.compile(r"\]\(((?:\.\./)*results/[^)\s]*)\)")
 

@@ -1,7 +1,8 @@
 """The claims tables of the README and the docs pages, generated from the committed results.
 
 Numbers in the README and the docs are never typed by hand: they sit between marker comments and are rewritten
-from the run folders under ``results/<preset>/<experiment>/`` (the ``claims.json`` each run wrote)::
+from the run folders under ``results/<preset>/<experiment>/`` (the ``claims.json`` and ``metrics.json`` each run
+wrote)::
 
     <!-- BEGIN GENERATED claims -->            README: the summary counts and every experiment's claims
     <!-- BEGIN GENERATED claims:<experiment> -->   a docs page: that experiment's claims, then its measured
@@ -142,7 +143,8 @@ def render_experiment(run: dict[str, Any]) -> str:
     """
     emp, checks = _split(run.get("claims", []))
     passed, n_checks, counts = _counts(run.get("claims", []))
-    sources = "claims.json`" + (" and `metrics.json`" if _metric_lines(run) else "")
+    measured = _metric_lines(run)
+    sources = "claims.json`" + (" and `metrics.json`" if measured else "")
     out = [
         f"Generated from `results/{_preset(run)}/{run['experiment']}/{sources} by "
         "`python -m kexue.report.docs_tables`; do not edit by hand.",
@@ -158,7 +160,7 @@ def render_experiment(run: dict[str, Any]) -> str:
     if checks:
         out += ["**Checks** (deterministic properties verified numerically)", ""]
         out += [*_claim_rows(checks, experiment=None), ""]
-    out += _metric_lines(run)
+    out += measured
     return "\n".join(out).rstrip() + "\n"
 
 
