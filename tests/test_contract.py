@@ -342,7 +342,7 @@ def test_all_ties_finite_with_finite_gradient(e: Entry) -> None:
     tied = c
     for k in keys:
         x = get_arg(c, k)
-        tied = with_arg(tied, k, torch.full_like(x, 0.5).requires_grad_(True))
+        tied = with_arg(tied, k, torch.full_like(x, e.tie_value).requires_grad_(True))
     out = _run(e, tied)
     assert torch.isfinite(out).all()
     if e.differentiable:

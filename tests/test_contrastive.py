@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from pathlib import Path
 
@@ -266,15 +267,15 @@ def test_errors() -> None:
         info_nce(q, torch.randn(5, 3))
     with pytest.raises(ValueError, match="key must have the shape"):
         flat_nce(q, torch.randn(4, 2))
-    with pytest.raises(ValueError, match=r"query must have shape \(B, D\)"):
+    with pytest.raises(ValueError, match="query must have 2 dimensions"):
         info_nce(torch.randn(4), torch.randn(4))
     with pytest.raises(ValueError, match="negatives must have shape"):
         info_nce(q, q, negatives=torch.randn(2, 5))
-    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
         info_nce(q, q, temperature=0.0)
     with pytest.raises(ValueError, match="temperature"):
         FlatNCELoss(temperature=-1.0)
-    with pytest.raises(TypeError, match="query must be a floating-point tensor"):
+    with pytest.raises(TypeError, match="query must have a floating-point dtype"):
         info_nce(torch.ones(4, 3, dtype=torch.long), q)
     with pytest.raises(ValueError, match="no negatives: a batch of 1"):
         info_nce(q[:1], q[:1])
@@ -348,13 +349,27 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         g = gather_with_grad(torch.full((2, 1), float(rank), requires_grad=True))
         results["gathered"] = g.detach()
         torch.save(results, Path(out) / f"rank{rank}.pt")
+        _mismatch_checks(rank, out)  # last: before the shape check, this part aborted the processes
     finally:
         dist.destroy_process_group()
 
 
-def test_gather_two_processes_equals_single_process(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One 2-process gloo run (spawned, not forked) shared by the distributed tests: (folder, failure or "")."""
+    out = tmp_path_factory.mktemp("dist")
+    try:
+        torch.multiprocessing.start_processes(
+            _worker, args=(2, _free_port(), str(out)), nprocs=2, join=True, start_method="spawn"
+        )
+    except Exception as e:  # a killed worker: the tests below report it
+        return out, f"{type(e).__name__}: {e}"
+    return out, ""
+
+
+def test_gather_two_processes_equals_single_process(two_ranks: tuple[Path, str]) -> None:
     world = 2
-    torch.multiprocessing.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    tmp_path = two_ranks[0]
     res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     torch.testing.assert_close(res[0]["gathered"], torch.tensor([[0.0], [0.0], [1.0], [1.0]]))
     q_all, k_all, n_all = _data(world)
@@ -372,3 +387,210 @@ def test_gather_two_processes_equals_single_process(tmp_path: Path) -> None:
             torch.testing.assert_close(r_gk, k.grad[r * b : (r + 1) * b], msg=f"{case} dk rank {r}")
             if n is not None:
                 torch.testing.assert_close(r_gn, n.grad[r * m : (r + 1) * m], msg=f"{case} dn rank {r}")
+
+
+def _mismatch_checks(rank: int, out: str) -> None:
+    g = torch.Generator().manual_seed(rank)
+    b = 3 - rank  # rank 0 holds 3 rows, rank 1 holds 2: a gather would abort (gloo) instead of raising
+    q, k = torch.randn(b, 5, generator=g, dtype=F64), torch.randn(b, 5, generator=g, dtype=F64)
+    calls = {
+        "info": lambda: info_nce(q, k, gather=True),
+        "flat_symmetric": lambda: flat_nce(q, k, gather=True, symmetric=True),
+        "gather_with_grad": lambda: gather_with_grad(q),
+        # equal batches, but only rank 0 passes a memory bank: also unequal collectives
+        "negatives": lambda: info_nce(
+            q[:2], k[:2], gather=True, negatives=torch.randn(2, 5, dtype=F64) if rank == 0 else None
+        ),
+    }
+    errors = {}
+    for name, call in calls.items():
+        try:
+            call()
+            errors[name] = "no error"
+        except ValueError as e:
+            errors[name] = str(e)
+    # the group is still usable after the errors: an equal-shape call works on every rank
+    loss = flat_nce(q[:2], k[:2], gather=True, symmetric=True)
+    torch.save({"errors": errors, "finite": bool(torch.isfinite(loss))}, Path(out) / f"mismatch{rank}.pt")
+
+
+def test_gather_unequal_shapes_raise_on_every_rank(two_ranks: tuple[Path, str]) -> None:
+    """Unequal per-rank batches used to kill both processes (gloo SIGABRT); now every rank raises ValueError."""
+    out, failure = two_ranks
+    assert not failure, failure
+    for r in range(2):
+        res = torch.load(out / f"mismatch{r}.pt", weights_only=False)
+        errors = res["errors"]
+        for name in ("info", "flat_symmetric"):
+            assert "query: (3, 5) float64 on rank 0, (2, 5) float64 on rank 1" in errors[name], errors[name]
+        assert "x: (3, 5) float64 on rank 0, (2, 5) float64 on rank 1" in errors["gather_with_grad"]
+        assert "negatives: (2, 5) float64 on rank 0, None on rank 1" in errors["negatives"]
+        assert res["finite"]
+
+
+# ----------------------------------------------------------------------------------------- scale safety
+
+
+SCALES = [(torch.float32, s) for s in (1e20, 1e30, 1e-20, 1e-30)] + [(F64, s) for s in (1e200, 1e-200)]
+
+
+@pytest.mark.parametrize(("dtype", "scale"), SCALES)
+@pytest.mark.parametrize("kind", ["plain", "stable", "flat"])
+def test_embeddings_of_any_finite_scale(dtype: torch.dtype, scale: float, kind: str) -> None:
+    """The cosine scores used to overflow/underflow (norm > 1e19 or < 1e-19 in float32): the loss became log B."""
+    g = torch.Generator().manual_seed(0)
+    q, k, n = (torch.randn(b, 6, generator=g, dtype=dtype) for b in (4, 4, 2))
+    for symmetric in (False, True):
+        kw = {"negatives": n, "symmetric": symmetric, "temperature": 0.2, "reduction": "none"}
+        want = _fn(kind)(q, k, **kw)
+        qs = (q * scale).requires_grad_()
+        got = _fn(kind)(qs, k * scale, **{**kw, "negatives": n * scale})
+        torch.testing.assert_close(got, want)
+        assert not torch.allclose(got, torch.full_like(got, math.log(got.numel())))  # not the uniform answer
+        (gq,) = torch.autograd.grad(got.sum(), qs)
+        q1 = q.clone().requires_grad_()
+        (g1,) = torch.autograd.grad(_fn(kind)(q1, k, **kw).sum(), q1)
+        torch.testing.assert_close(gq * scale, g1)  # d/dq of a scale-free loss scales as 1/scale
+
+
+# ----------------------------------------------------------------------------------------- masked rows
+
+
+@pytest.mark.parametrize("fn", [info_nce_from_logits, flat_nce_from_logits])
+@pytest.mark.parametrize("what", ["whole row", "positive only"])
+def test_masked_positive_is_rejected_naming_the_row(fn, what: str) -> None:  # type: ignore[no-untyped-def]
+    """A row without a finite positive score used to give NaN or +inf (and NaN gradients)."""
+    logits = torch.randn(4, 5, dtype=F64)
+    target = torch.tensor([0, 1, 2, 3])
+    if what == "whole row":
+        logits[2] = -math.inf
+    else:
+        logits[2, 2] = -math.inf
+    with pytest.raises(ValueError, match=r"logits rows \[2\] \(1 of 4\) have a masked positive"):
+        fn(logits, target)
+    if fn is info_nce_from_logits:
+        with pytest.raises(ValueError, match=r"rows \[2\]"):
+            fn(logits, target, stable=True)
+
+
+@pytest.mark.parametrize("stable", [False, True])
+def test_info_nce_row_without_negatives_is_zero_with_zero_gradient(stable: bool) -> None:
+    """log(1 + 0) = 0 exactly; the stable form used to return a NaN gradient for that row."""
+    logits = torch.randn(3, 5, dtype=F64)
+    target = torch.tensor([0, 1, 4])
+    logits[1, [0, 2, 3, 4]] = -math.inf  # row 1 keeps only its positive
+    x = logits.clone().requires_grad_()
+    loss = info_nce_from_logits(x, target, stable=stable, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    assert float(loss[1].detach()) == 0.0
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad[1], torch.zeros(5, dtype=F64))
+    keep = torch.tensor([0, 2])
+    torch.testing.assert_close(loss[keep], F.cross_entropy(logits[keep], target[keep], reduction="none"))
+
+
+def test_flat_nce_row_without_negatives_is_rejected_naming_the_row() -> None:
+    logits = torch.randn(3, 5, dtype=F64)
+    logits[0, 1:] = -math.inf
+    with pytest.raises(ValueError, match=r"logits rows \[0\] \(1 of 3\) have every negative masked"):
+        flat_nce_from_logits(logits, torch.tensor([0, 1, 2]))
+
+
+def test_from_logits_rejects_plus_inf_and_empty() -> None:
+    logits = torch.randn(2, 3)
+    logits[1, 2] = math.inf
+    for fn in (info_nce_from_logits, flat_nce_from_logits):
+        with pytest.raises(ValueError, match=r"logits contains NaN or \+inf"):
+            fn(logits, torch.tensor([0, 1]))
+        with pytest.raises(ValueError, match="logits must not be empty"):
+            fn(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------------------- extremes & options
+
+
+@pytest.mark.parametrize("spread", [1e4, 1e30])
+def test_from_logits_extreme_spread_matches_float64(spread: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 6, generator=g) * spread
+    target = torch.tensor([0, 1, 2, 3])
+    for fn, kw in ((info_nce_from_logits, {}), (info_nce_from_logits, {"stable": True}), (flat_nce_from_logits, {})):
+        x = logits.clone().requires_grad_()
+        got = fn(x, target, reduction="none", **kw)
+        (grad,) = torch.autograd.grad(got.sum(), x)
+        want = fn(logits.double(), target, reduction="none", **kw)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+        assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-6, 1e6, 1e30])
+@pytest.mark.parametrize("kind", ["plain", "stable", "flat"])
+def test_tiny_and_huge_temperature_finite_and_right(temperature: float, kind: str) -> None:
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    qq = q.clone().requires_grad_()
+    got = _fn(kind)(qq, k, temperature=temperature, reduction="none")
+    (grad,) = torch.autograd.grad(got.sum(), qq)
+    # float64 reference through log-sum-exp (the naive loop's exp overflows at scores of 1e30)
+    s = F.normalize(q.double(), dim=1) @ F.normalize(k.double(), dim=1).T / temperature
+    pos = s.diagonal()
+    neg = torch.logsumexp(s.masked_fill(torch.eye(4, dtype=torch.bool), -math.inf), dim=1) - pos
+    want = {"plain": torch.logsumexp(s, dim=1) - pos, "stable": F.softplus(neg), "flat": neg}[kind]
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(grad).all()
+
+
+def test_overflowing_scores_name_the_temperature() -> None:
+    q = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="temperature=1e-40 is too small"):
+        info_nce(q, q.flip(0), temperature=1e-40)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"temperature": math.inf}, ValueError, "temperature must be finite"),
+        ({"temperature": math.nan}, ValueError, "temperature must be finite"),
+        ({"temperature": -0.1}, ValueError, "temperature must be > 0"),
+        ({"temperature": "0.1"}, TypeError, "temperature must be a real number"),
+        ({"eps": -1e-12}, ValueError, "eps must be > 0"),
+        ({"eps": 0.0}, ValueError, "eps must be > 0"),
+        ({"eps": math.nan}, ValueError, "eps must be finite"),
+        ({"eps": 2.0}, ValueError, "eps must be <= 1"),
+        ({"reduction": None}, ValueError, "reduction must be one of"),
+    ],
+)
+def test_hyperparameters_validated(kwargs: dict, error: type, match: str) -> None:
+    q = torch.randn(4, 3)
+    for fn in (info_nce, flat_nce):
+        with pytest.raises(error, match=match):
+            fn(q, q, **kwargs)
+    for module in (InfoNCELoss, FlatNCELoss):
+        with pytest.raises(error, match=match):
+            module(**kwargs)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_non_finite_embeddings_are_named(bad: str) -> None:
+    q, k = torch.randn(4, 3), torch.randn(4, 3)
+    k[2, 1] = float(bad)
+    for fn in (info_nce, flat_nce):
+        with pytest.raises(ValueError, match="key contains NaN or infinite values"):
+            fn(q, k)
+    with pytest.raises(TypeError, match="negatives must have a floating-point dtype"):
+        info_nce(q, q, negatives=torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="key must have a floating-point dtype"):
+        flat_nce(q, torch.ones(4, 3, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="query must not be empty"):
+        info_nce(torch.zeros(0, 3), torch.zeros(0, 3))
+
+
+def test_gradcheck_from_logits_with_masked_candidates() -> None:
+    logits = torch.randn(3, 5, dtype=F64)
+    logits[0, 3] = -math.inf
+    logits[2, [0, 1, 3, 4]] = -math.inf  # row 2 keeps only its positive (column 2)
+    x = logits.requires_grad_()
+    t = torch.tensor([1, 0, 2])
+    assert torch.autograd.gradcheck(lambda a: info_nce_from_logits(a, t, stable=True, reduction="none"), (x,))
+    assert torch.autograd.gradgradcheck(lambda a: info_nce_from_logits(a, t, stable=True), (x,))
+    assert torch.autograd.gradcheck(lambda a: flat_nce_from_logits(a[:2], t[:2], reduction="none"), (x,))

@@ -93,6 +93,10 @@ def test_run_writes_every_artefact(tmp_path: Path) -> None:
     assert claims[0]["id"] == "test_accuracy"
     assert claims[0]["verdict"] in ("reproduced", "not reproduced", "inconclusive")
     assert f"{claims[0]['measured']['test_accuracy']:.4f}" in claims[0]["evidence"]
+    # one training seed: an empirical claim decided on test-set sampling error, and it says so
+    assert claims[0]["kind"] == "claim" and claims[0]["seeds"] == 1
+    assert claims[0]["test"].startswith("binomial exact") and claims[0]["mde"] > 0
+    assert "1 training seed" in claims[0]["evidence"]
     hist = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert hist[-1]["loss"] < hist[0]["loss"]
 
@@ -111,7 +115,7 @@ def test_cli_list_and_bad_input() -> None:
     bad = _cli("run", "mnist_baseline", "--preset", "huge")
     assert bad.returncode == 2 and "no preset 'huge'" in bad.stderr
     bad = _cli("reproduce", "--only", "nope")
-    assert bad.returncode != 0 and "unknown experiment 'nope'" in bad.stderr
+    assert bad.returncode == 2 and "kexue: error: unknown experiment 'nope'" in bad.stderr
 
 
 def test_reproduce_writes_a_self_contained_report(tmp_path: Path) -> None:

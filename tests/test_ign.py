@@ -406,3 +406,54 @@ def test_gradcheck_float64_wrt_data(kw: dict) -> None:
     x = torch.randn(3, D_IN, dtype=torch.float64, requires_grad=True)
     z = torch.randn(3, D_IN, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda a: ign_loss(f, a, z, **kw)["loss"], (x,))
+
+
+# --- hyperparameter and input validation ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"lambda_rec": float("inf")}, ValueError, "lambda_rec must be finite"),
+        ({"lambda_idem": float("nan")}, ValueError, "lambda_idem must be finite"),
+        ({"lambda_tight": float("inf")}, ValueError, "lambda_tight must be finite"),
+        ({"lambda_tight": True}, TypeError, "lambda_tight must be a real number"),
+        ({"tight_clamp": float("inf")}, ValueError, "tight_clamp must be finite"),
+        ({"tight_clamp": float("nan")}, ValueError, "tight_clamp must be finite"),
+        ({"tight_clamp": -1.0}, ValueError, "tight_clamp must be > 0"),
+        ({"tight_clamp": "1.5"}, TypeError, "tight_clamp must be a real number"),
+    ],
+)
+def test_non_finite_hyperparameters_rejected(kwargs: dict, error: type, match: str) -> None:
+    """inf weights and an inf clamp used to be accepted: the loss became inf or NaN (tanh(0) * inf)."""
+    x = torch.randn(2, D_IN, dtype=torch.float64)
+    with pytest.raises(error, match=match):
+        ign_loss(_mlp(), x, x, **kwargs)
+    with pytest.raises(error, match=match):
+        IGN(_mlp(), **kwargs)
+
+
+def test_bad_data_rejected_naming_the_argument() -> None:
+    x = torch.randn(3, D_IN, dtype=torch.float64)
+    bad = x.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        ign_loss(_mlp(), bad, x)
+    with pytest.raises(ValueError, match="z contains NaN"):
+        IGN(_mlp())(x, bad)
+    with pytest.raises(TypeError, match="x must have a floating-point dtype"):
+        ign_loss(_mlp(), x.long(), x)
+    with pytest.raises(TypeError, match="z must have the dtype and device of x"):
+        ign_loss(_mlp(), x, x.float())
+    with pytest.raises(ValueError, match="x must not be empty"):
+        ign_loss(_mlp(), x[:0], x[:0])
+    with pytest.raises(ValueError, match="x must have at least 2 dimensions"):
+        IGN(_mlp())(torch.randn(D_IN, dtype=torch.float64))
+    with pytest.raises(TypeError, match="steps must be an integer"):
+        ign_iterate(_mlp(), x, steps=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="images contains NaN"):
+        FrequencyNoise(torch.full((4, 1, 4, 4), float("nan")))
+    with pytest.raises(TypeError, match="n must be an integer"):
+        FrequencyNoise(torch.randn(4, 1, 4, 4)).sample(1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"shape\[1\] must be >= 0"):
+        gaussian_noise((2, -1))

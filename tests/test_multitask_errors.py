@@ -586,7 +586,7 @@ PRIORS: list[Case] = [
         "reg_prior_scalar",
         lambda: mt.regression_prior_loss(T(1.0)),
         ValueError,
-        r"targets must have at least 1 dimensions",
+        r"targets must have at least 1 dimension\b",
     ),
     (
         "reg_prior_complex",

@@ -16,14 +16,27 @@ def test_smoke_preset_runs_and_reports(tmp_path: Path) -> None:
     res = run_experiment("multitask", preset="smoke", out_dir=tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     table = metrics["table"]
-    assert set(table) >= {"equal@1000", "realtime@1000", "gradient_normalization@1000", "realtime@1"}
+    assert set(table) >= {"equal@1000", "realtime@1000", "gradient_normalization@1000", "realtime@1", "realtime@1024"}
     for row in table.values():
         for key in ("digit_a", "digit_b", "ink", "worst", "mean"):
             assert math.isfinite(row[key])
     for v, first in metrics["first_loss"].items():
         assert metrics["last_loss"][v] < first, v  # the summed raw loss went down in every run
     claims = {c["id"]: c for c in json.loads((tmp_path / "claims.json").read_text())["claims"]}
-    assert {"scale_invariance", "gamma_tradeoff"} <= set(claims)
+    assert set(claims) == set(multitask.CLAIMS)
+    for c in claims.values():
+        assert c["kind"] in ("check", "claim"), c["id"]
+        if c["verdict"] == "not testable":
+            continue
+        assert c["seeds"] == 2 and c["test"], c["id"]
+        if c["kind"] == "claim":
+            assert c["mde"] is not None, c["id"]
+    assert claims["scale_invariance_exact"]["kind"] == "check"
+    # real-time normalisation with eps = 0 trains bit-identically at ink-loss scales 1 and 2^10; equal weighting
+    # (the negative control) does not
+    assert claims["scale_invariance_exact"]["verdict"] == "reproduced", claims["scale_invariance_exact"]["evidence"]
+    assert claims["scale_invariance_exact"]["measured"]["train_identical_realtime"] == 2
+    assert claims["scale_invariance_exact"]["measured"]["train_identical_equal"] == 0
     for plot in ("multitask_curves.png", "multitask_table.png", "multitask_gamma.png"):
         assert (tmp_path / plot).stat().st_size > 0
     assert res is not None

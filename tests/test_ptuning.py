@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 
 from kexue.data import DataError, load_minilm, load_smollm2, require  # noqa: E402
 from kexue.methods import PTuning, Template, extract_features, lm_kind  # noqa: E402
+from kexue.methods.ptuning.mlm import random_mask  # noqa: E402
 from kexue.modules import PromptEncoder, TokenRows, splice_prompts  # noqa: E402
 
 KEYS = ("input_ids", "attention_mask", "prompt_index", "slot_pos")
@@ -213,7 +214,7 @@ def test_mlm_scores_equal_manual_log_probs(tok: Any) -> None:
         mpos = int((ids[b] == tok.mask_token_id).nonzero()[0, 0])
         torch.testing.assert_close(got[b], logp[b, mpos, word_ids])
     # the fast path (head at the slot only) equals the full forward
-    pt._head_fast = None
+    pt.head_name = None
     torch.testing.assert_close(pt.predict(enc).double(), got)
 
 
@@ -241,7 +242,7 @@ def test_causal_scores_equal_manual_log_probs_single_and_multi_token(tok: Any) -
     pt1.prompt.load_state_dict(pt.prompt.state_dict())
     ptm = PTuning(lm, tok, "{p2}{text}{p2} it was{label}", ["bad", "good"], single_token=False, max_length=40)
     ptm.double().prompt.load_state_dict(pt.prompt.state_dict())
-    ptm.multi_token = True
+    ptm.layout.multi_token = True
     torch.testing.assert_close(pt1.predict(pt1.encode(TEXTS)), ptm.predict(ptm.encode(TEXTS)))
 
 
@@ -258,7 +259,16 @@ def test_aux_mlm_masking_spares_slot_prompt_and_specials(tok: Any) -> None:
     pt = PTuning(tiny_bert(tok), tok, "{p2}{label}{p2}{text}", ["bad", "good"], aux_weight=1.0, max_length=40)
     enc = pt.encode(TEXTS * 30)
     ids, mask, pidx = (enc[k][:, 0] for k in ("input_ids", "attention_mask", "prompt_index"))
-    new, tgt = pt._random_mask(ids.clone(), mask, pidx, enc["slot_pos"][:, 0])
+    new, tgt = random_mask(
+        ids.clone(),
+        mask,
+        pidx,
+        enc["slot_pos"][:, 0],
+        mask_id=tok.mask_token_id,
+        special_ids=pt.layout.special_ids(),
+        vocab_size=pt.vocab_size,
+        probability=pt.mlm_probability,
+    )
     hit = tgt >= 0
     assert not (hit & (pidx >= 0)).any()
     assert not (hit & (mask == 0)).any()

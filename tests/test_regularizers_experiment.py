@@ -34,6 +34,23 @@ def test_smoke_preset(tmp_path: Path) -> None:
     ids = {c.id for c in res.claims}
     assert ids == set(exp.CLAIMS)
     assert all(c.verdict in ("reproduced", "not reproduced", "inconclusive") for c in res.claims)
+    for c in res.claims:
+        assert c.kind in ("check", "claim"), c.id
+        if c.kind == "claim":
+            assert c.seeds == 2 and c.test == "paired t" and c.mde is not None, c.id
+    assert {c.id for c in res.claims if c.kind == "check"} == {
+        "noise_laplacian",
+        "consistency_gp",
+        "rademacher",
+        "fgm_gp",
+        "power_iteration",
+        "finite_difference",
+    }
+    # "FGM ~ GP" needs both to act: with either below the activity threshold the verdict is inconclusive
+    act = m["text"]["activity"]
+    verdicts = {c.id: c.verdict for c in res.claims}
+    if min(act["fgm"] + act["gp"]) < exp.ACTIVITY_MIN:
+        assert verdicts["text_fgm_approx_gp"] == "inconclusive"
     # The equivalence claims are theorems checked in float64: they must hold even at smoke size.
     eq = {c.id: c.verdict for c in res.claims if not c.id.startswith(("mnist", "text"))}
     assert all(v == "reproduced" for v in eq.values()), eq

@@ -91,7 +91,7 @@ def test_loss_errors() -> None:
         normalized_mse(torch.ones(2, 3), torch.ones(2, 3), reduction="avg")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reduction"):
         NegativeCosineSimilarity(reduction="max")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="tensors"):
+    with pytest.raises(TypeError, match=r"prediction must be a torch\.Tensor"):
         normalized_mse([1.0], torch.ones(1))  # type: ignore[arg-type]
 
 
@@ -124,7 +124,7 @@ def test_effective_rank_isotropic_and_dtype(gen: torch.Generator) -> None:
 
 
 def test_collapse_metric_errors() -> None:
-    with pytest.raises(ValueError, match=r"\(B, D\)"):
+    with pytest.raises(ValueError, match="z must have 2 dimensions"):
         normalized_std(torch.zeros(3))
     with pytest.raises(ValueError, match="at least 2 rows"):
         effective_rank(torch.zeros(1, 4))
@@ -464,3 +464,160 @@ def test_ddp_two_processes_equal_one_process_on_concatenated_batch(tmp_path: Pat
             torch.testing.assert_close(got[k], v, rtol=1e-9, atol=1e-10, msg=f"{kind}: {k}")
             moved += int(k.endswith("weight") and not torch.equal(v, _make(kind, sync=False).state_dict()[k]))
         assert moved > 0
+
+
+# ---------------------------------------------------------------- scale safety, validation, batch of one
+
+SCALES = [(torch.float32, s) for s in (1e20, 1e30, 1e-20, 1e-30)] + [(torch.float64, s) for s in (1e200, 1e-200)]
+
+
+@pytest.mark.parametrize(("dtype", "scale"), SCALES)
+def test_cosine_losses_at_any_finite_scale(dtype: torch.dtype, scale: float, gen: torch.Generator) -> None:
+    """The squared norm used to overflow/underflow in F.normalize: D(p, p) came out 0 instead of -1."""
+    p, z = torch.randn(5, 8, generator=gen, dtype=dtype), torch.randn(5, 8, generator=gen, dtype=dtype)
+    ps = p * scale
+    one = torch.tensor(1.0, dtype=dtype)
+    torch.testing.assert_close(negative_cosine_similarity(ps, ps), -one)
+    torch.testing.assert_close(normalized_mse(ps, -ps), 4 * one)
+    torch.testing.assert_close(
+        negative_cosine_similarity(ps, z, reduction="none"), negative_cosine_similarity(p, z, reduction="none")
+    )
+    torch.testing.assert_close(normalized_mse(z, ps, reduction="none"), normalized_mse(z, p, reduction="none"))
+    a = ps.clone().requires_grad_()
+    (g_s,) = torch.autograd.grad(negative_cosine_similarity(a, z), a)
+    b = p.clone().requires_grad_()
+    (g_1,) = torch.autograd.grad(negative_cosine_similarity(b, z), b)
+    torch.testing.assert_close(g_s * scale, g_1)  # exact gradient: a scale-free loss, d/dp scales as 1/scale
+
+
+@pytest.mark.parametrize(("dtype", "scale"), SCALES)
+def test_collapse_monitors_at_any_finite_scale(dtype: torch.dtype, scale: float, gen: torch.Generator) -> None:
+    """normalized_std used to report 0 (collapse) and effective_rank NaN or 0 for embeddings of norm 1e±20."""
+    z = torch.randn(64, 6, generator=gen, dtype=dtype)
+    torch.testing.assert_close(normalized_std(z * scale), normalized_std(z))
+    torch.testing.assert_close(effective_rank(z * scale), effective_rank(z))
+    assert float(effective_rank(z * scale)) > 5.0
+    const = (torch.randn(1, 6, generator=gen, dtype=dtype) * scale).expand(10, 6).contiguous()
+    assert float(effective_rank(const)) == 0.0
+    assert float(normalized_std(const)) == 0.0
+
+
+def test_collapse_monitors_half_precision(gen: torch.Generator) -> None:
+    z = torch.randn(256, 4, generator=gen)
+    for dtype in (torch.bfloat16, torch.float16):
+        r = effective_rank(z.to(dtype))  # no half-precision SVD on CPU: computed in float32
+        assert r.dtype == dtype
+        torch.testing.assert_close(r.float(), effective_rank(z), rtol=2e-2, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"eps": -1.0}, ValueError, "eps must be > 0"),
+        ({"eps": 0.0}, ValueError, "eps must be > 0"),
+        ({"eps": float("nan")}, ValueError, "eps must be finite"),
+        ({"eps": float("inf")}, ValueError, "eps must be finite"),
+        ({"eps": 2.0}, ValueError, "eps must be <= 1"),
+        ({"eps": "1e-8"}, TypeError, "eps must be a real number"),
+        ({"dim": 1.0}, TypeError, "dim must be an integer"),
+        ({"dim": 2}, ValueError, r"dim must be in \[-2, 1\], got 2"),
+    ],
+)
+def test_cosine_loss_options_validated(kwargs: dict, error: type, match: str) -> None:
+    p = torch.randn(3, 4)
+    for fn in (negative_cosine_similarity, normalized_mse):
+        with pytest.raises(error, match=match):
+            fn(p, p, **kwargs)
+    if "dim" not in kwargs or isinstance(kwargs["dim"], float):
+        for module in (NegativeCosineSimilarity, NormalizedMSELoss):
+            with pytest.raises(error, match=match):
+                module(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "error", "match"),
+    [
+        (torch.ones(3, 4, dtype=torch.long), TypeError, "prediction must have a floating-point dtype"),
+        (torch.ones(3, 4, dtype=torch.bool), TypeError, "prediction must have a floating-point dtype"),
+        (torch.ones(3, 4, dtype=torch.complex64), TypeError, "prediction must have a floating-point dtype"),
+        (torch.zeros(0, 4), ValueError, "prediction must not be empty"),
+        (torch.tensor(1.0), ValueError, "prediction must have at least 1 dimensions"),
+        (torch.tensor([[1.0, float("nan")]]), ValueError, "prediction contains NaN"),
+        (torch.tensor([[1.0, float("inf")]]), ValueError, "prediction contains NaN"),
+    ],
+)
+def test_cosine_loss_bad_inputs(prediction: torch.Tensor, error: type, match: str) -> None:
+    target = torch.ones(prediction.shape) if prediction.dim() else torch.tensor(1.0)
+    for fn in (negative_cosine_similarity, normalized_mse):
+        with pytest.raises(error, match=match):
+            fn(prediction, target)
+
+
+def test_collapse_monitor_bad_inputs() -> None:
+    for fn in (normalized_std, effective_rank):
+        with pytest.raises(TypeError, match="z must have a floating-point dtype"):
+            fn(torch.ones(4, 3, dtype=torch.long))
+        with pytest.raises(ValueError, match="z contains NaN"):
+            fn(torch.tensor([[1.0, 2.0], [float("inf"), 0.0]]))
+        with pytest.raises(ValueError, match="z must not be empty"):
+            fn(torch.zeros(3, 0))
+        with pytest.raises(ValueError, match="eps must be finite"):
+            fn(torch.randn(3, 2), eps=float("inf"))
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        normalized_std(torch.randn(3, 2), eps=-1.0)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        effective_rank(torch.randn(3, 2), eps=-1.0)
+
+
+@pytest.mark.parametrize("kind", ["simsiam", "byol"])
+def test_batch_of_one_works_in_eval_and_is_named_in_train(kind: str) -> None:
+    """Eval on one example used to fail naming an internal tensor ("z needs at least 2 rows")."""
+    torch.manual_seed(0)
+    m: nn.Module = _simsiam() if kind == "simsiam" else BYOL(_backbone(), 10, hidden_dim=16, dim=8)
+    x1, x2 = _views(b=4)
+    m.train()
+    m(x1, x2)  # fills the BatchNorm running statistics
+    m.eval()
+    one = m(x1[:1], x2[:1])
+    assert torch.isfinite(one["loss"])
+    assert math.isnan(float(one["std"]))  # a spread needs two examples
+    full = m(x1, x2)
+    torch.testing.assert_close(one["z1"], full["z1"][:1])  # eval: per-example, batch-independent
+    m.train()
+    with pytest.raises(ValueError, match="batch size 1 in train mode"):
+        m(x1[:1], x2[:1])
+    with pytest.raises(TypeError, match=r"x1 must be a torch\.Tensor"):
+        m([1.0], x2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: SimSiamProjectionHead(True, 4, 4), TypeError, "in_dim must be an integer"),  # type: ignore[arg-type]
+        (lambda: SimSiamProjectionHead(4, 4, 4, num_layers=1.5), TypeError, "num_layers must be an integer"),  # type: ignore[arg-type]
+        (lambda: SimSiamPredictionHead(0), ValueError, "dim must be >= 1"),
+        (lambda: BYOLProjectionHead(8, 2.0, 4), TypeError, "hidden_dim must be an integer"),  # type: ignore[arg-type]
+        (
+            lambda: SimSiam(_backbone(), 10, dim=8, hidden_dim=8, predictor="mlp2"),
+            ValueError,
+            "predictor must be one of",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: BYOL(_backbone(), 10, hidden_dim=8, dim=8, tau_base=float("nan")),
+            ValueError,
+            "tau_base must be finite",
+        ),
+        (lambda: BYOL(_backbone(), 10, hidden_dim=8, dim=8, tau_base=1.5), ValueError, "tau_base must be <= 1"),
+        (lambda: cosine_tau(1, 10, base=float("inf")), ValueError, "base must be finite"),
+        (lambda: cosine_tau(1, 2.5), TypeError, "total_steps must be an integer"),  # type: ignore[arg-type]
+        (lambda: ema_update_(nn.Linear(2, 2), nn.Linear(2, 2), tau=float("nan")), ValueError, "tau must be finite"),
+        (
+            lambda: cosine_schedule(torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0), True),
+            TypeError,
+            "total_steps must be an integer",
+        ),  # type: ignore[arg-type]
+    ],
+)
+def test_method_and_head_hyperparameters_validated(build, error: type, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=match):
+        build()

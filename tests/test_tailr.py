@@ -289,12 +289,12 @@ def test_gradcheck_weighted_form_where_weight_is_constant(gamma: float, b: float
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"gamma": -0.1}, "gamma must be in"),
-        ({"gamma": 1.5}, "gamma must be in"),
-        ({"gamma": float("nan")}, "gamma must be in"),
-        ({"gamma": 0.5, "min_weight": 1.2}, "min_weight must be in"),
-        ({"gamma": 0.5, "min_weight": -0.2}, "min_weight must be in"),
-        ({"gamma": 0.5, "label_smoothing": 2.0}, "label_smoothing must be in"),
+        ({"gamma": -0.1}, "gamma must be >= 0"),
+        ({"gamma": 1.5}, "gamma must be <= 1"),
+        ({"gamma": float("nan")}, "gamma must be finite"),
+        ({"gamma": 0.5, "min_weight": 1.2}, "min_weight must be <= 1"),
+        ({"gamma": 0.5, "min_weight": -0.2}, "min_weight must be >= 0"),
+        ({"gamma": 0.5, "label_smoothing": 2.0}, "label_smoothing must be <= 1"),
         ({"gamma": 0.5, "reduction": "avg"}, "reduction must be"),
         ({"gamma": 0.5, "form": "exact"}, "form must be"),
         ({"gamma": 0.5, "min_weight": 0.2, "form": "closed"}, "no weight floor"),
@@ -318,13 +318,13 @@ def test_bad_inputs() -> None:
         tailr_loss(logits, torch.tensor([0, 1, 2]), gamma=0.5)
     with pytest.raises(ValueError, match="target must have shape"):
         tailr_loss(torch.randn(2, 3, 4), torch.tensor([0, 1]), gamma=0.5)
-    with pytest.raises(ValueError, match="logits must be"):
+    with pytest.raises(ValueError, match="logits must have at least 2 dimensions"):
         tailr_loss(torch.randn(3), torch.tensor(0), gamma=0.5)
-    with pytest.raises(TypeError, match="logits must be a floating-point"):
+    with pytest.raises(TypeError, match="logits must have a floating-point dtype"):
         tailr_loss(torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 1]), gamma=0.5)
     with pytest.raises(TypeError, match="target must hold integer"):
         tailr_loss(logits, torch.tensor([0.0, 1.0]), gamma=0.5)
-    with pytest.raises(TypeError, match="gamma must be a float"):
+    with pytest.raises(TypeError, match="gamma must be a real number"):
         tailr_loss(logits, torch.tensor([0, 1]), gamma="0.5")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="class index 3"):
         TaiLrLoss(gamma=0.1)(logits, torch.tensor([0, 3]))
@@ -358,3 +358,84 @@ def test_ece_errors() -> None:
         expected_calibration_error(torch.randn(3, 2), torch.tensor([0, 1, 0]), n_bins=0)
     with pytest.raises(ValueError, match="logits must be"):
         expected_calibration_error(torch.randn(3, 2), torch.tensor([0, 1]))
+
+
+# --- autocast, masked classes, extremes, validation ---------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["weighted", "closed"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cpu_autocast_computes_and_returns_float32_like_cross_entropy(form: str, reduction: str) -> None:
+    """Under CPU autocast TaiLr used to return bfloat16 where F.cross_entropy returns float32."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(6, 8, generator=g), torch.randn(8, 5, generator=g)
+    target = torch.tensor([0, 1, 2, 3, 4, -100])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = x @ w  # a bfloat16 matmul output
+        assert logits.dtype == torch.bfloat16
+        ce = F.cross_entropy(logits, target, reduction=reduction)
+        ours0 = tailr_loss(logits, target, gamma=0.0, form=form, reduction=reduction)  # type: ignore[arg-type]
+        ours = tailr_loss(logits, target, gamma=0.3, form=form, reduction=reduction)  # type: ignore[arg-type]
+        mod = TaiLrLoss(gamma=0.3, form=form, reduction=reduction)(logits, target)  # type: ignore[arg-type]
+    assert ce.dtype == torch.float32
+    assert ours0.dtype == ours.dtype == mod.dtype == torch.float32
+    torch.testing.assert_close(ours0, ce)  # γ=0 is cross entropy, also under autocast
+    ref = tailr_loss(logits.float(), target, gamma=0.3, form=form, reduction=reduction)  # type: ignore[arg-type]
+    torch.testing.assert_close(ours, ref)
+    # outside autocast a bfloat16 input keeps its dtype, as with F.cross_entropy
+    assert tailr_loss(logits, target, gamma=0.3).dtype == F.cross_entropy(logits, target).dtype == torch.bfloat16
+
+
+def test_masked_target_class_gives_the_limit_not_nan() -> None:
+    """A -inf target logit (p = 0) made w * log p = 0 * -inf = NaN in the weighted form with b = 0."""
+    logits = torch.tensor([[-math.inf, 0.0, 1.0], [0.5, -math.inf, 2.0]], requires_grad=True)
+    target = torch.tensor([0, 2])
+    loss = tailr_loss(logits, target, gamma=0.5, reduction="none")
+    loss.sum().backward()
+    assert float(loss[0].detach()) == 0.0  # lim_{p->0} -(p / γ) log p = 0
+    torch.testing.assert_close(loss[1], tailr_loss(logits[1:].detach(), target[1:], gamma=0.5, reduction="none")[0])
+    assert logits.grad is not None
+    assert bool(torch.isfinite(logits.grad).all())
+    # the floor keeps b of the cross-entropy loss: b * (-log 0) = +inf, as F.cross_entropy
+    assert math.isinf(float(tailr_loss(logits.detach(), target, gamma=0.5, min_weight=0.2, reduction="none")[0]))
+
+
+@pytest.mark.parametrize("spread", [1e4, 1e30])
+@pytest.mark.parametrize("form", ["weighted", "closed"])
+def test_extreme_logit_spread_matches_float64(spread: float, form: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = (torch.randn(6, 5, generator=g) * spread).requires_grad_()
+    target = torch.tensor([0, 1, 2, 3, 4, 0])
+    loss = tailr_loss(logits, target, gamma=0.2, form=form, reduction="none")  # type: ignore[arg-type]
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    ref = tailr_loss(logits.detach().double(), target, gamma=0.2, form=form, reduction="none")  # type: ignore[arg-type]
+    torch.testing.assert_close(loss.detach().double(), ref, rtol=1e-5, atol=1e-5)
+    assert bool(torch.isfinite(grad).all())
+
+
+def test_non_finite_empty_and_option_types_rejected() -> None:
+    target = torch.tensor([0, 1])
+    for bad in (math.nan, math.inf):
+        logits = torch.randn(2, 3)
+        logits[1, 2] = bad
+        with pytest.raises(ValueError, match=r"logits contains NaN or \+inf"):
+            tailr_loss(logits, target, gamma=0.5)
+    with pytest.raises(ValueError, match="logits must not be empty"):
+        tailr_loss(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), gamma=0.5)
+    with pytest.raises(TypeError, match="logits must have a floating-point dtype"):
+        tailr_loss(torch.zeros(2, 3, dtype=torch.complex64), target, gamma=0.5)
+    with pytest.raises(ValueError, match="gamma must be finite"):
+        tailr_loss(torch.randn(2, 3), target, gamma=math.inf)
+    with pytest.raises(TypeError, match="gamma must be a real number"):
+        TaiLrLoss(gamma=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ignore_index must be an integer"):
+        tailr_loss(torch.randn(2, 3), target, gamma=0.5, ignore_index=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ignore_index must be an integer"):
+        TaiLrLoss(gamma=0.5, ignore_index="pad")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"logp must hold log-probabilities in \[-inf, 0\]"):
+        tailr_weight(torch.tensor([0.5]), gamma=0.5)
+    with pytest.raises(ValueError, match=r"logp must hold log-probabilities"):
+        tailr_weight(torch.tensor([math.nan]), gamma=0.5)
+    with pytest.raises(TypeError, match="logp must have a floating-point dtype"):
+        tailr_weight(torch.zeros(3, dtype=torch.long), gamma=0.5)
+    torch.testing.assert_close(tailr_weight(torch.tensor([-math.inf]), gamma=0.5), torch.tensor([0.0]))

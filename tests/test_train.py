@@ -1,8 +1,10 @@
-"""The generic loop: batching, determinism, kill-and-resume, and DDP with 2 gloo processes."""
+"""The generic loop: batching, determinism, kill-and-resume, DDP with 2 gloo processes, logging and progress."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -16,7 +18,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from kexue.train import TensorBatches, fit, load_checkpoint, save_checkpoint
+from kexue.train import CellProgress, TensorBatches, fit, load_checkpoint, save_checkpoint
+from kexue.train import loop as loop_module
 from kexue.train.loop import CRASH_ENV
 
 
@@ -122,9 +125,11 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
     assert not (crashed / "metrics.json").exists()
     assert load_checkpoint(crashed / "checkpoints" / "cnn.pt")["epoch"] == 1
+    assert (crashed / ".lock").exists()  # the killed run could not remove its lock file; the kernel freed the lock
     resumed = _cli([*args, "--out", str(crashed), "--resume"])
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in (crashed / "log.txt").read_text()
+    assert not (crashed / ".lock").exists()
     m_full = json.loads((full / "metrics.json").read_text())
     m_res = json.loads((crashed / "metrics.json").read_text())
     assert len(m_res["history"]) == 3
@@ -137,10 +142,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def _ddp_worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
+    records = _Records()
+    logger = logging.getLogger("kexue.train")
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
     try:
         torch.manual_seed(0)
         model = nn.Linear(5, 1)
@@ -155,7 +173,9 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
             device="cpu",
         )
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, f"{out}/rank{rank}.pt")
+        Path(f"{out}/rank{rank}.log").write_text("".join(r.getMessage() + "\n" for r in records.records))
     finally:
+        logger.removeHandler(records)
         dist.destroy_process_group()
 
 
@@ -163,6 +183,8 @@ def test_ddp_two_processes_equal_single_process_on_the_concatenated_batch(tmp_pa
     mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
+    assert "epoch 2/2" in (tmp_path / "rank0.log").read_text()
+    assert (tmp_path / "rank1.log").read_text() == ""  # only rank 0 reports progress
     for k in r0:
         torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0)  # replicas stay identical
 
@@ -215,3 +237,126 @@ def test_cli_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
     assert env["world_size"] == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+
+
+# --- logging and progress -----------------------------------------------------------------------------------------
+
+
+def _fit_quietly(epochs: int = 2, **kw: object) -> None:
+    fit(
+        nn.Linear(5, 1),
+        _regression_data(),
+        epochs=epochs,
+        batch_size=16,
+        optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.05),
+        step=_mse_step,
+        device="cpu",
+        name="reg",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_fit_logs_each_epoch_through_the_kexue_train_logger(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kexue")
+    _fit_quietly()
+    lines = [r.getMessage() for r in caplog.records if r.name == "kexue.train"]
+    assert len(lines) == 2 and lines[0].startswith("[reg] epoch 1/2 loss=") and "epoch 2/2" in lines[1]
+
+
+def test_a_non_zero_rank_logs_nothing(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.DEBUG, logger="kexue")
+    monkeypatch.setenv("RANK", "1")  # what torchrun sets, before or without a process group
+    _fit_quietly()
+    progress = CellProgress(2, name="cells")
+    with progress.cell("a"):
+        pass
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("kexue")] == []
+
+
+def test_fit_heartbeat_within_a_long_epoch(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="kexue")
+    monkeypatch.setattr(loop_module, "HEARTBEAT_SECONDS", 0.0)  # every step counts as "long"
+    _fit_quietly(epochs=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "kexue.train"]
+    assert "[reg] epoch 1/1 step 1/4 loss=" in lines[0] and len(lines) == 5
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tqdm_bar_only_on_a_terminal_and_only_on_rank_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    for tty, rank, bar in ((False, "0", False), (True, "0", True), (True, "1", False)):
+        stream = _Tty() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stream)
+        monkeypatch.setenv("RANK", rank)
+        _fit_quietly(epochs=1)
+        assert ("reg 1/1" in stream.getvalue()) == bar, (tty, rank, stream.getvalue())
+
+
+_USER_SCRIPT = """
+import logging, sys, torch
+from torch import nn
+from kexue.train import fit
+
+def step(model, batch):
+    x, y = batch
+    return {"loss": ((model(x).squeeze(-1) - y) ** 2).mean()}
+
+def train():
+    x = torch.randn(32, 5)
+    fit(nn.Linear(5, 1), [x, x.sum(1)], epochs=2, batch_size=16, step=step, device="cpu", name="user",
+        optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.01))
+
+train()
+print("--- basicConfig", file=sys.stderr, flush=True)
+logging.basicConfig(level=logging.INFO, format="ROOT %(name)s %(message)s")
+train()
+print("--- silenced", file=sys.stderr, flush=True)
+logging.getLogger("kexue").setLevel(logging.WARNING)
+train()
+"""
+
+
+def test_a_users_script_sees_progress_off_a_terminal_once_and_can_silence_it(tmp_path: Path) -> None:
+    script = tmp_path / "user.py"
+    script.write_text(_USER_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    default, configured, silenced = proc.stderr.split("--- ")
+    # nothing configured: a line per epoch on stderr (a pipe here: no tqdm bar, no carriage returns)
+    assert default.count("[user] epoch ") == 2 and "\r" not in default and "it/s" not in default
+    # the user's own logging configuration takes over; the default handler steps aside (no duplicates)
+    assert configured.count("[user] epoch ") == 2
+    assert configured.count("ROOT kexue.train [user] epoch") == 2
+    assert "[user] epoch" not in silenced
+    assert proc.stdout == ""
+
+
+def test_cell_progress_counts_cells_with_elapsed_time_and_eta(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kexue")
+    now = [0.0]
+    progress = CellProgress(4, name="grid", clock=lambda: now[0])
+    progress.skip("a")  # a cell finished by an earlier run: counted, not timed
+    for label, seconds in (("b", 20.0), ("c", 42.0)):
+        with progress.cell(label):
+            now[0] += seconds
+    with progress.cell("d"):
+        now[0] += 3600.0
+    lines = [r.getMessage() for r in caplog.records if r.name == "kexue.train"]
+    assert lines == [
+        "[grid] cell 1/4 a: skipped (done before)",
+        "[grid] cell 2/4 b · elapsed 0:00",
+        "[grid] cell 3/4 c · elapsed 0:20, ETA 0:40",
+        "[grid] cell 4/4 d · elapsed 1:02, ETA 0:31",
+        "[grid] 4 cells done in 1:01:02",
+    ]
+    with pytest.raises(ValueError, match="total must be >= 1, got 0"):
+        CellProgress(0)

@@ -147,7 +147,9 @@ def check_float_tensor(
             want = allowed[0] if len(allowed) == 1 else " or ".join(map(str, allowed))
             raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(x.shape)}")
     if min_ndim is not None and x.dim() < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimension{'s' if min_ndim != 1 else ''}, got shape {tuple(x.shape)}"
+        )
     if not allow_empty and x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     if finite and not is_compiling() and x.numel() > 0 and not bool(torch.isfinite(x.detach()).all()):

@@ -5,6 +5,11 @@ Claim ``test_accuracy``: a LeNet-style CNN (:class:`kexue.modules.SmallCNN`) tra
 figure for this class of network (LeCun et al. 1998 report 99.05% for LeNet-5); it was fixed before the first
 run and is not tuned. The ``smoke`` preset trains on 2,000 images for the tests and is not expected to reach it.
 
+Evidence. One training seed (the budget: the preset fills its ~3-minute envelope). The verdict is an exact
+two-sided binomial test of the test-set accuracy against 0.99 (``kind="claim"``, ``seeds=1``): it accounts for
+test-set sampling error only, not for seed-to-seed variation, which one seed cannot measure. Reproduced when the
+accuracy is above 0.99 beyond sampling error, not reproduced when below it, inconclusive otherwise.
+
 Budget note: a first ``quick`` preset of 3 epochs (46 s on 2 cores) measured 0.9897, under the bar. The preset
 was then resized to use its time envelope (about 3 minutes on 2 CPU cores): 6 epochs of the same network and
 optimiser, nothing else changed. Both numbers are reported here so the change is visible.
@@ -24,6 +29,7 @@ from kexue.data import load_mnist
 from kexue.modules import SmallCNN
 from kexue.train import accuracy, fit, predict_logits, seed_all
 
+from . import stats
 from ._base import Result, claim, new_figure, save_figure
 
 NAME = "mnist_baseline"
@@ -98,6 +104,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
         name=NAME,
     )
     test_acc = accuracy(predict_logits(model, x_te), y_te)
+    n_test = int(x_te.shape[0])
+    correct = round(test_acc * n_test)
 
     fig, ax = new_figure(2)
     epochs = [h["epoch"] for h in res.history]
@@ -117,15 +125,23 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False) -> Result:
         "history": res.history,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    b = stats.binomial_test(correct, n_test, cfg.target_accuracy)
+    lo, hi = (cfg.target_accuracy + d for d in b.ci)  # Clopper-Pearson interval of the accuracy
     c = claim(
         "test_accuracy",
         CLAIMS["test_accuracy"],
         ARTICLE,
-        holds=test_acc >= cfg.target_accuracy,
+        holds=b.decision,
         evidence=(
-            f"test accuracy {test_acc:.4f} on {x_te.shape[0]} test images after {cfg.epochs} epochs "
-            f"on {x_tr.shape[0]} training images (threshold {cfg.target_accuracy})"
+            f"test accuracy {test_acc:.4f} ({correct}/{n_test} test images) after {cfg.epochs} epochs on "
+            f"{x_tr.shape[0]} training images, 1 training seed; exact binomial test against "
+            f"{cfg.target_accuracy}: 95% CI [{lo:.4f}, {hi:.4f}], "
+            f"p={b.p:.3g}, MDE {b.mde:.4f} (test-set sampling error only, not seed-to-seed variation)"
         ),
-        measured={"test_accuracy": test_acc, "threshold": cfg.target_accuracy},
+        measured={"test_accuracy": test_acc, "threshold": cfg.target_accuracy, "p": b.p, "mde": b.mde},
+        kind="claim",
+        seeds=1,
+        mde=b.mde,
+        test="binomial exact (test set; 1 training seed)",
     )
     return Result(metrics=metrics, claims=[c], plots=[plot])

@@ -23,8 +23,17 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from scipy import stats as _sps
+
+@cache
+def _scipy_stats() -> Any:
+    # Imported on first use: the CLI imports this package for every command, and scipy costs ~0.6 s to load.
+    from scipy import stats
+
+    return stats
+
 
 __all__ = [
     "Comparison",
@@ -44,7 +53,7 @@ def t_critical(df: float, alpha: float = 0.05) -> float:
         raise ValueError(f"df must be > 0, got {df}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    return float(_sps.t.ppf(1.0 - alpha / 2.0, df))
+    return float(_scipy_stats().t.ppf(1.0 - alpha / 2.0, df))
 
 
 def minimum_detectable_effect(se: float, df: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -58,7 +67,7 @@ def minimum_detectable_effect(se: float, df: float, *, alpha: float = 0.05, powe
     """
     if not 0.0 < power < 1.0:
         raise ValueError(f"power must be in (0, 1), got {power}")
-    return (t_critical(df, alpha) + float(_sps.t.ppf(power, df))) * se
+    return (t_critical(df, alpha) + float(_scipy_stats().t.ppf(power, df))) * se
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,7 @@ def t_test(
     gap = diff - margin
     if se > 0:
         tstat = gap / se
-        p = float(2.0 * _sps.t.sf(abs(tstat), df))
+        p = float(2.0 * _scipy_stats().t.sf(abs(tstat), df))
         decision: bool | None = True if tstat > crit else (False if tstat < -crit else None)
     else:
         # No spread at all (a deterministic arm repeated): the sign decides, an exact tie decides nothing.
@@ -229,7 +238,7 @@ def binomial_test(successes: int, n: int, p0: float, *, alpha: float = 0.05) -> 
     if not 0.0 <= p0 <= 1.0:
         raise ValueError(f"p0 must be in [0, 1], got {p0}")
     rate = successes / n
-    res = _sps.binomtest(successes, n, p0)
+    res = _scipy_stats().binomtest(successes, n, p0)
     ci = res.proportion_ci(confidence_level=1 - alpha, method="exact")
     se = math.sqrt(max(p0 * (1 - p0), 1e-12) / n)
     decision: bool | None = None
@@ -255,11 +264,11 @@ def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool], *, alpha: floa
     n10 = sum(1 for x, y in zip(ca, cb) if y and not x)
     diff = (n01 - n10) / n
     disc = n01 + n10
-    p = float(_sps.binomtest(n01, disc, 0.5).pvalue) if disc > 0 else 1.0
+    p = float(_scipy_stats().binomtest(n01, disc, 0.5).pvalue) if disc > 0 else 1.0
     se = math.sqrt(max((n01 + n10) / n - diff**2, 0.0) / n)
-    z = float(_sps.norm.ppf(1 - alpha / 2))
+    z = float(_scipy_stats().norm.ppf(1 - alpha / 2))
     decision: bool | None = (diff > 0) if p < alpha else None
     # MDE at this discordance rate (at least one discordant pair assumed so the budget is never "free").
     se_mde = math.sqrt(max(disc, 1) / n) / math.sqrt(n)
-    mde = (z + float(_sps.norm.ppf(0.8))) * se_mde
+    mde = (z + float(_scipy_stats().norm.ppf(0.8))) * se_mde
     return Comparison(diff, 0.0, se, math.nan, (diff - z * se, diff + z * se), p, mde, "McNemar exact", n, decision)

@@ -11,6 +11,7 @@ from .contrastive import (
     info_nce_from_logits,
 )
 from .cosine import NegativeCosineSimilarity, NormalizedMSELoss, negative_cosine_similarity, normalized_mse
+from .hf import TaiLrLossFunc
 from .tailr import TaiLrLoss, tailr_loss, tailr_weight
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "NegativeCosineSimilarity",
     "NormalizedMSELoss",
     "TaiLrLoss",
+    "TaiLrLossFunc",
     "flat_nce",
     "flat_nce_from_logits",
     "gather_with_grad",

@@ -32,6 +32,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kexue._validate import check_float_tensor, check_real, check_reduction, is_compiling, reduce
+
+from .cosine import _unit
+
 __all__ = [
     "FlatNCELoss",
     "InfoNCELoss",
@@ -48,62 +52,47 @@ _Kind = Literal["plain", "stable", "flat"]
 
 # --------------------------------------------------------------------------------------------- validation
 
-
-def _check_float(name: str, x: object) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    return x
+_INF = float("inf")
 
 
-def _check_no_nan(name: str, x: Tensor) -> None:
-    if bool(torch.isnan(x).any()):
-        raise ValueError(f"{name} contains NaN (shape {tuple(x.shape)})")
+def _check_options(temperature: float, reduction: str, eps: float) -> None:
+    check_real("temperature", temperature, low=0, low_inclusive=False)
+    check_reduction(reduction)
+    # eps floors the norm of each embedding after it is divided by its largest |entry| (a norm >= 1), see _unit
+    check_real("eps", eps, low=0, low_inclusive=False, high=1)
 
 
-def _check_output(out: Tensor, inputs: dict[str, Tensor | None]) -> Tensor:
-    """Raise if the loss is NaN, naming the input that carries it.
+def _check_output(out: Tensor, inputs: dict[str, Tensor | None], *, temperature: float | None = None) -> Tensor:
+    """Raise if the loss is NaN or infinite, naming the input that carries a NaN/inf.
 
-    A NaN anywhere in the inputs reaches the output (its row or column of scores is NaN, and every anchor's
-    log-sum-exp or positive score reads it), so one check on the small output replaces a scan of every input
-    on the common path; the inputs are scanned only to word the error.
+    A NaN or inf anywhere in the inputs reaches the output (its row or column of scores is NaN, and every
+    anchor's log-sum-exp or positive score reads it), so one check on the small output replaces a scan of every
+    input on the common path; the inputs are scanned only to word the error. Skipped under ``torch.compile``
+    (a data-dependent branch would break the graph).
     """
-    bad = math.isnan(out.item()) if out.dim() == 0 else bool(torch.isnan(out.detach()).any())
+    if is_compiling():
+        return out
+    bad = not math.isfinite(out.item()) if out.dim() == 0 else not bool(torch.isfinite(out.detach()).all())
     if bad:
         for name, x in inputs.items():
             if x is not None:
-                _check_no_nan(name, x)
-        raise ValueError("the loss is NaN although no input contains NaN (check for +inf inputs)")
+                check_float_tensor(name, x, allow_empty=True)  # raises, naming the input with NaN/inf
+        hint = f" (temperature={temperature} is too small for {out.dtype})" if temperature is not None else ""
+        raise ValueError(f"the loss is not finite although every input is: the scores overflowed{hint}")
     return out
 
 
-def _check_reduction(reduction: str) -> None:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-def _check_temperature(temperature: float) -> None:
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
-        raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
-    if not (temperature > 0 and temperature < float("inf")):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-
-
 def _check_embeddings(query: Tensor, key: Tensor, negatives: Tensor | None) -> None:
-    _check_float("query", query)
-    _check_float("key", key)
-    if query.dim() != 2:
-        raise ValueError(f"query must have shape (B, D), got {tuple(query.shape)}")
+    # finite=False: NaN/inf inputs are caught by the cheaper check on the output (_check_output)
+    check_float_tensor("query", query, ndim=2, finite=False)
+    check_float_tensor("key", key, finite=False, allow_empty=True)
     if key.shape != query.shape:
         raise ValueError(
             f"key must have the shape of query {tuple(query.shape)} (row i is the positive of query row i), "
             f"got {tuple(key.shape)}"
         )
-    if query.shape[0] < 1 or query.shape[1] < 1:
-        raise ValueError(f"query must have at least one row and one column, got {tuple(query.shape)}")
     if negatives is not None:
-        _check_float("negatives", negatives)
+        check_float_tensor("negatives", negatives, finite=False, allow_empty=True)
         if negatives.dim() != 2 or negatives.shape[1] != query.shape[1]:
             raise ValueError(
                 f"negatives must have shape (M, {query.shape[1]}) to match query's feature dimension, "
@@ -112,9 +101,8 @@ def _check_embeddings(query: Tensor, key: Tensor, negatives: Tensor | None) -> N
 
 
 def _check_logits(logits: Tensor, target: Tensor) -> None:
-    _check_float("logits", logits)
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    """Types and shapes of ``(logits, target)`` (no device sync)."""
+    check_float_tensor("logits", logits, ndim=2, finite=False)
     if not isinstance(target, Tensor) or target.dtype not in (torch.int64, torch.int32):
         raise TypeError(
             f"target must be an int64 tensor of positive indices, got "
@@ -124,56 +112,110 @@ def _check_logits(logits: Tensor, target: Tensor) -> None:
         raise ValueError(f"target must have shape ({logits.shape[0]},) to match logits, got {tuple(target.shape)}")
     if logits.shape[1] < 2:
         raise ValueError(f"logits need at least 2 columns (the positive and one negative), got {tuple(logits.shape)}")
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
-        raise ValueError(f"target values must lie in [0, {logits.shape[1] - 1}]")
+
+
+def _rows(mask: Tensor) -> str:
+    idx = mask.nonzero().flatten().tolist()
+    return f"{idx[:10]}{' ...' if len(idx) > 10 else ''} ({len(idx)} of {mask.numel()})"
+
+
+def _check_target_values(logits: Tensor, target: Tensor) -> None:
+    """``target`` within ``[0, C)`` (one device sync, before indexing with it); skipped under ``torch.compile``."""
+    if is_compiling():
+        return
+    c = logits.shape[1]
+    bad = (target < 0) | (target >= c)
+    if bool(bad.any()):
+        raise ValueError(f"target values must lie in [0, {c - 1}], got {int(target[bad][0])}")
+
+
+def _check_rows(per_row: Tensor, logits: Tensor, target: Tensor, *, flat: bool) -> Tensor:
+    """Raise if a row's loss is not finite, saying why; one check of the ``(N,)`` losses on the common path.
+
+    ``-inf`` marks a masked candidate, so every bad case shows on the row's loss: NaN or ``+inf`` scores (the
+    log-sum-exp is NaN or inf), a masked positive (``+inf``, or NaN for a fully masked row) and, for FlatNCE, a
+    row with every negative masked (``log xi = log 0 = -inf``). The scores are scanned only to word the error.
+    Skipped under ``torch.compile``.
+    """
+    if is_compiling() or bool(torch.isfinite(per_row.detach()).all()):
+        return per_row
+    x = logits.detach()
+    if not bool((x < _INF).all()):  # NaN fails x < inf too
+        raise ValueError("logits contains NaN or +inf values (-inf marks a masked candidate)")
+    pos_masked = x.gather(1, target.long().unsqueeze(1)).squeeze(1) == -_INF
+    if bool(pos_masked.any()):
+        raise ValueError(
+            f"logits rows {_rows(pos_masked)} have a masked positive (logits[i, target[i]] = -inf): the loss of "
+            "such a row is +inf, or NaN when the whole row is masked; drop those rows"
+        )
+    no_negative = per_row.detach() == -_INF
+    if flat and bool(no_negative.any()):
+        raise ValueError(
+            f"logits rows {_rows(no_negative)} have every negative masked: FlatNCE's value there is "
+            "log 0 = -inf; drop those rows (InfoNCE gives them 0 loss and 0 gradient)"
+        )
+    raise ValueError(f"the loss of logits rows {_rows(~torch.isfinite(per_row.detach()))} overflowed")
 
 
 # --------------------------------------------------------------------------------------------- core
 
 
-def _reduce(per_anchor: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return per_anchor.mean()
-    if reduction == "sum":
-        return per_anchor.sum()
-    return per_anchor
-
-
-def _log_xi(logits: Tensor, target: Tensor, exclude: Tensor | None = None, *, owned: bool = False) -> Tensor:
+def _log_xi(
+    logits: Tensor, target: Tensor, exclude: Tensor | None = None, *, owned: bool = False, masked: bool = False
+) -> Tensor:
     """``log xi = logsumexp_{i != t}(s_i) - s_t`` per row, computed without forming ``xi`` (no underflow).
 
     ``exclude``: an optional second column per row to drop too (the anchor itself in SimCLR's 2B-view matrix).
     ``owned``: ``logits`` is a temporary of ours that no autograd node saved (a matmul output), so the
     positive and self columns can be masked in place instead of copying the (N, C) matrix.
+    ``masked``: the caller's logits may hold ``-inf`` (masked candidates), so a row may have no negative left;
+    such a row gets ``log xi = -inf`` with zero gradient instead of the NaN gradient of an all ``-inf``
+    log-sum-exp.
     """
     rows = torch.arange(logits.shape[0], device=logits.device)
     s_t = logits[rows, target]  # (N,); indexing saves only the indices, so in-place masking below is safe
     cols = target if exclude is None else torch.cat([target, exclude])
     r = rows if exclude is None else torch.cat([rows, rows])
-    ninf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    ninf = torch.tensor(-_INF, dtype=logits.dtype, device=logits.device)
     # the positive (and self) leave the log-sum-exp; their gradient flows through s_t only
     neg = logits.index_put_((r, cols), ninf) if owned else logits.index_put((r, cols), ninf)
-    return torch.logsumexp(neg, dim=1) - s_t
+    if not masked:
+        return torch.logsumexp(neg, dim=1) - s_t
+    has_neg = (neg.detach() > -_INF).any(dim=1)  # (N,)
+    # feed finite values to the rows without a negative: their (discarded) log-sum-exp then has a finite
+    # gradient. In place on our own copy (index_put above), before the log-sum-exp saves it.
+    neg = neg.masked_fill_(~has_neg.unsqueeze(1), 0.0)
+    # no negative: -inf - s_t, which is -inf, or NaN for a masked positive (s_t = -inf) so that it is caught
+    return torch.where(has_neg, torch.logsumexp(neg, dim=1) - s_t, ninf - s_t)
 
 
 def _per_anchor(
-    logits: Tensor, target: Tensor, kind: _Kind, exclude: Tensor | None = None, *, owned: bool = False
+    logits: Tensor,
+    target: Tensor,
+    kind: _Kind,
+    exclude: Tensor | None = None,
+    *,
+    owned: bool = False,
+    masked: bool = False,
 ) -> Tensor:
     """Per-row loss: ``log(1 + xi)`` by cross-entropy (plain) or softplus (stable), or ``log xi`` (flat).
 
     Half-precision logits (autocast) are reduced in float32: log-sum-exp in bfloat16 loses the loss entirely.
+    ``masked``: the logits may hold ``-inf`` entries (see :func:`_log_xi`).
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits, owned = logits.float(), True
     if kind == "plain":
         if exclude is not None:  # SimCLR: the anchor is not its own candidate
             rows = torch.arange(logits.shape[0], device=logits.device)
-            ninf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+            ninf = torch.tensor(-_INF, dtype=logits.dtype, device=logits.device)
             idx = (rows, exclude)
             logits = logits.index_put_(idx, ninf) if owned else logits.index_put(idx, ninf)
-        # the standard form: max-shifted log-sum-exp, float error in 1 + xi when xi < ~eps
+        # the standard form: max-shifted log-sum-exp, float error in 1 + xi when xi < ~eps. A row without a
+        # negative gives exactly 0 with zero gradient.
         return F.cross_entropy(logits, target, reduction="none")
-    log_xi = _log_xi(logits, target, exclude, owned=owned)  # (N,)
+    # only the stable form needs the masked path: FlatNCE rows without a negative are rejected (log 0 = -inf)
+    log_xi = _log_xi(logits, target, exclude, owned=owned, masked=masked and kind == "stable")  # (N,)
     if kind == "stable":
         # log(1 + xi) = softplus(log xi): softplus uses log1p, exact in value and gradient for tiny xi
         return F.softplus(log_xi)
@@ -209,14 +251,69 @@ def _dist_world() -> tuple[int, int]:
     return 0, 1
 
 
+_MAX_DIMS = 6  # dimensions compared across ranks (larger ranks: the first 6 and the element count)
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _describe_code(code: list[int]) -> str:
+    ndim, dtype, _, *dims = code
+    if ndim < 0:
+        return "None"
+    name = str(_DTYPES[dtype]).replace("torch.", "") if 0 <= dtype < len(_DTYPES) else f"dtype #{dtype}"
+    shape = tuple(dims[: min(ndim, _MAX_DIMS)])
+    return f"{shape}{' (first dims)' if ndim > _MAX_DIMS else ''} {name}"
+
+
+def _check_same_across_ranks(tensors: dict[str, Tensor | None], flags: dict[str, bool] | None = None) -> None:
+    """Compare every rank's shapes, dtypes and flags before any tensor is gathered; raise on every rank.
+
+    ``dist.all_gather`` needs equal shapes on every rank: unequal ones kill the process (gloo aborts with
+    SIGABRT) or hang instead of raising. One small all-gather of this metadata lets every rank see all of it
+    and raise the same ``ValueError``, after which the process group is still usable.
+    """
+    flags = flags or {}
+    world = dist.get_world_size()
+    device = next(x.device for x in tensors.values() if x is not None)
+    local: list[int] = []
+    for x in tensors.values():
+        if x is None:
+            local += [-1, -1, -1] + [-1] * _MAX_DIMS
+        else:
+            dims = list(x.shape[:_MAX_DIMS]) + [-1] * (_MAX_DIMS - min(x.dim(), _MAX_DIMS))
+            dtype = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else 100 + x.element_size()
+            local += [x.dim(), dtype, x.numel(), *dims]
+    local += [int(v) for v in flags.values()]
+    mine = torch.tensor(local, dtype=torch.int64, device=device)
+    every = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine)
+    table = torch.stack(every).tolist()  # (world, len(local))
+    if all(row == table[0] for row in table):
+        return
+    width = 3 + _MAX_DIMS
+    parts = []
+    for j, name in enumerate(tensors):
+        codes = [row[j * width : (j + 1) * width] for row in table]
+        if any(c != codes[0] for c in codes):
+            parts.append(f"{name}: " + ", ".join(f"{_describe_code(c)} on rank {r}" for r, c in enumerate(codes)))
+    for j, name in enumerate(flags):
+        values = [bool(row[len(tensors) * width + j]) for row in table]
+        if any(v != values[0] for v in values):
+            parts.append(f"{name}: " + ", ".join(f"{v} on rank {r}" for r, v in enumerate(values)))
+    raise ValueError(
+        "gathering across ranks needs the same shapes, dtypes and options on every rank (pad or drop the last "
+        "uneven batch); got " + "; ".join(parts)
+    )
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` from every ``torch.distributed`` rank along dim 0, keeping gradients correct.
 
     Backward all-reduces (sums) the gradient of the gathered tensor and returns this rank's slice, so each
     rank receives the gradient that every rank's loss sends to its rows. With DDP's gradient averaging on
     top, training with per-rank ``mean`` losses equals single-process training on the concatenated batch.
-    Every rank must pass the same shape. Without an initialised process group (or with one rank) it returns
-    ``x``.
+    Every rank must pass the same shape and dtype: the shapes are compared first (one small all-gather), so a
+    mismatch raises on every rank instead of killing the processes. Without an initialised process group (or
+    with one rank) it returns ``x``.
 
     Args:
         x: ``(B, ...)`` on this rank.
@@ -224,13 +321,27 @@ def gather_with_grad(x: Tensor) -> Tensor:
     Returns:
         ``(world_size * B, ...)``: rank 0's rows first.
 
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: (on every rank) the ranks' shapes or dtypes differ.
+
     Example:
         >>> gather_with_grad(torch.ones(2, 3)).shape  # no process group: identity
         torch.Size([2, 3])
     """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     _, world = _dist_world()
     if world == 1:
         return x
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (the one gathered along), got a 0-d tensor")
+    _check_same_across_ranks({"x": x})
+    return _gather(x)
+
+
+def _gather(x: Tensor) -> Tensor:
+    """:func:`gather_with_grad` without the shape check (the caller has compared every rank's shapes)."""
     out: Tensor = _GatherWithGrad.apply(x)
     return out
 
@@ -248,16 +359,17 @@ def _embedding_logits(
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Score matrix ``(N, C)``, positive column per row and (SimCLR) the column of the anchor itself."""
     _check_embeddings(query, key, negatives)
-    _check_temperature(temperature)
     # mixed dtypes (a bfloat16 head output against float32 keys under autocast) promote to the widest
     dtype = torch.promote_types(query.dtype, key.dtype)
     if negatives is not None:
         dtype = torch.promote_types(dtype, negatives.dtype)
         negatives = negatives.to(dtype)
         if normalize:
-            negatives = F.normalize(negatives, dim=1, eps=eps)
+            negatives = _unit(negatives, dim=1, eps=eps)
     query, key = query.to(dtype), key.to(dtype)
     rank, world = _dist_world() if gather else (0, 1)
+    if world > 1:  # before any gather: unequal shapes would abort the processes instead of raising
+        _check_same_across_ranks({"query": query, "key": key, "negatives": negatives}, {"symmetric": symmetric})
     b = query.shape[0]
     dev = query.device
     offset = rank * b
@@ -265,12 +377,12 @@ def _embedding_logits(
     if symmetric:
         z = torch.cat([query, key])  # (2B, D): query rows then key rows
         if normalize:  # cosine scores, as in SimCLR/FlatCLR; one pass over both views
-            z = F.normalize(z, dim=1, eps=eps)
+            z = _unit(z, dim=1, eps=eps)  # scale-safe: exact for norms far outside 1e-19..1e19
         anchors = z / temperature
         if world > 1:
-            parts = [gather_with_grad(z[:b]), gather_with_grad(z[b:])]
+            parts = [_gather(z[:b]), _gather(z[b:])]
             if negatives is not None:
-                parts.append(gather_with_grad(negatives))
+                parts.append(_gather(negatives))
             cands = torch.cat(parts)  # (2WB [+ WM], D)
             n_all = world * b
             idx = torch.arange(b, device=dev) + offset
@@ -283,10 +395,10 @@ def _embedding_logits(
         n_neg = cands.shape[0] - 2
     else:
         if normalize:
-            query, key = F.normalize(query, dim=1, eps=eps), F.normalize(key, dim=1, eps=eps)
-        all_key = gather_with_grad(key) if world > 1 else key  # (W*B, D)
+            query, key = _unit(query, dim=1, eps=eps), _unit(key, dim=1, eps=eps)
+        all_key = _gather(key) if world > 1 else key  # (W*B, D)
         if negatives is not None and world > 1:
-            negatives = gather_with_grad(negatives)
+            negatives = _gather(negatives)
         anchors = query / temperature
         cands = all_key if negatives is None else torch.cat([all_key, negatives])
         target = torch.arange(b, device=dev) + offset
@@ -309,11 +421,13 @@ def info_nce_from_logits(
 ) -> Tensor:
     """InfoNCE (cross-entropy) on precomputed scores: ``logsumexp_i(s_i) - s_t`` per row.
 
-    See https://kexue.fm/archives/8586, ``log(1 + xi)``. Entries equal to ``-inf`` are masked candidates.
+    See https://kexue.fm/archives/8586, ``log(1 + xi)``. Entries equal to ``-inf`` are masked candidates. A row
+    whose negatives are all masked has the exact value ``log(1 + 0) = 0`` and zero gradient. A row whose positive
+    is masked (``logits[i, target[i]] = -inf``, a fully masked row included) has no finite loss and is rejected.
 
     Args:
-        logits: ``(N, C)`` scores ``s`` (already divided by the temperature).
-        target: ``(N,)`` int64 column of each row's positive.
+        logits: ``(N, C)`` scores ``s`` (already divided by the temperature); ``N >= 1``, ``C >= 2``.
+        target: ``(N,)`` int64 (or int32) column of each row's positive.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-row ``(N,)``).
         stable: compute ``softplus(logsumexp_{i != t}(s_i) - s_t)``, InfoNCE without the float error of
             ``1 + xi`` (exact for ``xi`` far below machine epsilon).
@@ -323,7 +437,10 @@ def info_nce_from_logits(
 
     Raises:
         TypeError: non-float ``logits`` or non-integer ``target``.
-        ValueError: bad shapes, fewer than 2 columns, ``target`` out of range, NaN, bad ``reduction``.
+        ValueError: bad shapes, no rows, fewer than 2 columns, ``target`` out of range, NaN or ``+inf`` scores,
+            rows with a masked positive (named by index), bad ``reduction``. The value checks (two device
+            syncs: the target range, and the finiteness of the per-row losses, which reveals the other cases)
+            are skipped under ``torch.compile``; there a masked positive gives a non-finite loss.
 
     Example:
         >>> logits = torch.tensor([[30.0, 10.0, 12.0]])
@@ -333,9 +450,11 @@ def info_nce_from_logits(
         tensor(1.7291e-08)
     """
     _check_logits(logits, target)
-    _check_reduction(reduction)
-    loss = _per_anchor(logits, target.long(), "stable" if stable else "plain")
-    return _check_output(_reduce(loss, reduction), {"logits": logits})
+    check_reduction(reduction)
+    _check_target_values(logits, target)
+    # masked: rows without a negative get 0 with zero gradient in the stable form too
+    loss = _per_anchor(logits, target.long(), "stable" if stable else "plain", masked=True)
+    return reduce(_check_rows(loss, logits, target, flat=False), reduction)
 
 
 @overload
@@ -366,7 +485,9 @@ def flat_nce_from_logits(
         The FlatNCE loss (scalar or ``(N,)``), and the InfoNCE value when ``return_info_nce``.
 
     Raises:
-        TypeError / ValueError: as :func:`info_nce_from_logits`.
+        TypeError / ValueError: as :func:`info_nce_from_logits`; besides, a row whose negatives are all masked
+            is rejected (named by index), since its value ``log xi = log 0`` is ``-inf``. Under
+            ``torch.compile`` that check is skipped and such a row gives ``-inf``.
 
     Example:
         >>> logits = torch.tensor([[30.0, 10.0, 12.0]])
@@ -374,11 +495,12 @@ def flat_nce_from_logits(
         tensor(-17.8731)
     """
     _check_logits(logits, target)
-    _check_reduction(reduction)
-    loss = _per_anchor(logits, target.long(), "flat")
-    out = _check_output(_reduce(loss, reduction), {"logits": logits})
+    check_reduction(reduction)
+    _check_target_values(logits, target)
+    loss = _check_rows(_per_anchor(logits, target.long(), "flat"), logits, target, flat=True)
+    out = reduce(loss, reduction)
     if return_info_nce:
-        return out, _reduce(F.softplus(loss.detach()), reduction)
+        return out, reduce(F.softplus(loss.detach()), reduction)
     return out
 
 
@@ -413,17 +535,21 @@ def info_nce(
         stable: the float-error-free form ``softplus(logsumexp_{i != t}(s_i) - s_t)``.
         normalize: L2-normalise the embeddings (cosine scores); ``False`` uses raw dot products.
         gather: take candidates from every ``torch.distributed`` rank (:func:`gather_with_grad`); each rank's
-            positives sit at ``rank * B + i``. Every rank must use the same ``B``.
-        eps: the normalisation's ``eps``.
+            positives sit at ``rank * B + i``. Every rank must use the same shapes, dtypes and ``symmetric``;
+            they are compared first (one small all-gather), so a mismatch raises on every rank.
+        eps: in ``(0, 1]``; the normalisation divides each embedding by its largest ``|entry|`` before the
+            norm (exact for any finite scale, 1e-30 or 1e30 in float32), and ``eps`` floors that rescaled norm
+            (at least 1), so it only keeps an all-zero embedding at 0.
 
     Returns:
         Scalar (mean/sum over anchors) or per-anchor losses, in the (promoted) input dtype; float32 when the
         scores are half precision (autocast), since the log-sum-exp is always reduced in at least float32.
 
     Raises:
-        TypeError: non-tensor or non-float inputs.
-        ValueError: mismatched shapes, ``temperature <= 0``, NaN inputs, a batch with no negatives, bad
-            ``reduction``.
+        TypeError: non-tensor or non-float inputs, non-real ``temperature``/``eps``.
+        ValueError: mismatched shapes (across ranks too, with ``gather``), empty ``query``, ``temperature``
+            not finite and > 0, ``eps`` outside ``(0, 1]``, NaN/inf inputs or scores that overflow (checked on
+            the output, eagerly only), a batch with no negatives, bad ``reduction``.
 
     Example:
         >>> q, k = torch.randn(8, 16), torch.randn(8, 16)
@@ -432,7 +558,7 @@ def info_nce(
         >>> info_nce(q, k, symmetric=True, reduction="none").shape
         torch.Size([16])
     """
-    _check_reduction(reduction)
+    _check_options(temperature, reduction, eps)
     logits, target, self_col = _embedding_logits(
         query,
         key,
@@ -444,7 +570,8 @@ def info_nce(
         eps=eps,
     )
     loss = _per_anchor(logits, target, "stable" if stable else "plain", self_col, owned=True)
-    return _check_output(_reduce(loss, reduction), {"query": query, "key": key, "negatives": negatives})
+    inputs = {"query": query, "key": key, "negatives": negatives}
+    return _check_output(reduce(loss, reduction), inputs, temperature=temperature)
 
 
 @overload
@@ -512,7 +639,7 @@ def flat_nce(
         >>> bool(loss < infonce)  # log xi < log(1 + xi)
         True
     """
-    _check_reduction(reduction)
+    _check_options(temperature, reduction, eps)
     logits, target, self_col = _embedding_logits(
         query,
         key,
@@ -524,9 +651,10 @@ def flat_nce(
         eps=eps,
     )
     loss = _per_anchor(logits, target, "flat", self_col, owned=True)
-    out = _check_output(_reduce(loss, reduction), {"query": query, "key": key, "negatives": negatives})
+    inputs = {"query": query, "key": key, "negatives": negatives}
+    out = _check_output(reduce(loss, reduction), inputs, temperature=temperature)
     if return_info_nce:
-        return out, _reduce(F.softplus(loss.detach()), reduction)  # stable InfoNCE value, for logs
+        return out, reduce(F.softplus(loss.detach()), reduction)  # stable InfoNCE value, for logs
     return out
 
 
@@ -554,8 +682,7 @@ class InfoNCELoss(nn.Module):
         eps: float = 1e-12,
     ) -> None:
         super().__init__()
-        _check_temperature(temperature)
-        _check_reduction(reduction)
+        _check_options(temperature, reduction, eps)
         self.temperature, self.symmetric, self.reduction = temperature, symmetric, reduction
         self.stable, self.normalize, self.gather, self.eps = stable, normalize, gather, eps
 
@@ -603,8 +730,7 @@ class FlatNCELoss(nn.Module):
         eps: float = 1e-12,
     ) -> None:
         super().__init__()
-        _check_temperature(temperature)
-        _check_reduction(reduction)
+        _check_options(temperature, reduction, eps)
         self.temperature, self.symmetric, self.reduction = temperature, symmetric, reduction
         self.normalize, self.gather, self.eps = normalize, gather, eps
         self.last_info_nce = None

@@ -23,27 +23,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kexue._validate import (
+    check_choice,
+    check_float_tensor,
+    check_int,
+    check_real,
+    check_reduction,
+    is_compiling,
+)
+
 __all__ = ["TaiLrLoss", "tailr_loss", "tailr_weight"]
 
 Reduction = Literal["mean", "sum", "none"]
 Form = Literal["weighted", "closed"]
 
 
-def _check_unit(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
-    if not (0.0 <= float(value) <= 1.0):  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-
-
-def _check_options(gamma: float, min_weight: float, label_smoothing: float, reduction: str, form: str) -> None:
-    _check_unit("gamma", gamma)
-    _check_unit("min_weight", min_weight)
-    _check_unit("label_smoothing", label_smoothing)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if form not in ("weighted", "closed"):
-        raise ValueError(f"form must be 'weighted' or 'closed', got {form!r}")
+def _check_options(
+    gamma: float, min_weight: float, label_smoothing: float, ignore_index: int, reduction: str, form: str
+) -> None:
+    check_real("gamma", gamma, low=0, high=1)
+    check_real("min_weight", min_weight, low=0, high=1)
+    check_real("label_smoothing", label_smoothing, low=0, high=1)
+    check_int("ignore_index", ignore_index)
+    check_reduction(reduction)
+    check_choice("form", form, ("weighted", "closed"))
     if form == "closed" and min_weight != 0.0:
         raise ValueError(
             f"form='closed' has no weight floor (the floored rule has no antiderivative); got min_weight="
@@ -52,33 +55,39 @@ def _check_options(gamma: float, min_weight: float, label_smoothing: float, redu
 
 
 def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> None:
-    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(f"logits and target must be tensors, got {type(logits).__name__} and {type(target).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    """Types and shapes always; values (one device sync) only outside ``torch.compile``."""
+    check_float_tensor("logits", logits, min_ndim=2, finite=False)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
             f"target must hold integer class indices (int64), got dtype {target.dtype}; "
             "probability targets are not supported"
         )
-    if logits.dim() < 2:
-        raise ValueError(f"logits must be (N, C) or (N, C, d1, ...), got shape {tuple(logits.shape)}")
+    if logits.shape[1] < 1:
+        raise ValueError(f"logits need at least one class (dim 1), got shape {tuple(logits.shape)}")
     expected = (logits.shape[0], *logits.shape[2:])
     if tuple(target.shape) != expected:
         raise ValueError(
             f"target must have shape {expected} for logits of shape {tuple(logits.shape)} "
             f"(class dimension is dim 1, as in F.cross_entropy), got {tuple(target.shape)}"
         )
+    if is_compiling():  # a data-dependent branch would break the graph: values are checked eagerly only
+        return
     n_classes = logits.shape[1]
-    if target.numel() > 0:
-        valid = target != ignore_index
-        bad = valid & ((target < 0) | (target >= n_classes))
-        if bool(bad.any()):
-            first = int(target[bad].flatten()[0])
-            raise ValueError(
-                f"target holds class index {first}, expected values in [0, {n_classes - 1}] "
-                f"or ignore_index={ignore_index}"
-            )
+    valid = target != ignore_index
+    bad_target = valid & ((target < 0) | (target >= n_classes))
+    x = logits.detach()
+    bad_logits = torch.isnan(x) | (x == math.inf)  # -inf is allowed: a masked class
+    flags = torch.stack([bad_target.any(), bad_logits.any()])
+    if not bool(flags.any()):  # the one sync of the common path
+        return
+    if bool(flags[0]):
+        first = int(target[bad_target].flatten()[0])
+        raise ValueError(
+            f"target holds class index {first}, expected values in [0, {n_classes - 1}] or ignore_index={ignore_index}"
+        )
+    raise ValueError("logits contains NaN or +inf values (-inf, a masked class, is allowed)")
 
 
 def _log_weight(logp: Tensor, gamma: float) -> Tensor:
@@ -92,6 +101,10 @@ def _log_weight(logp: Tensor, gamma: float) -> Tensor:
     return logp - denom
 
 
+def _weight(logp: Tensor, gamma: float, min_weight: float) -> Tensor:
+    return _log_weight(logp, gamma).exp().clamp(min=min_weight, max=1.0)
+
+
 def tailr_weight(logp: Tensor, *, gamma: float, min_weight: float = 0.0) -> Tensor:
     """The TaiLr weight ``clamp(p / (γ + (1-γ) p), b, 1)`` from target log-probabilities (not detached).
 
@@ -99,7 +112,7 @@ def tailr_weight(logp: Tensor, *, gamma: float, min_weight: float = 0.0) -> Tens
     cross-entropy gradient of one example (or token).
 
     Args:
-        logp: log-probabilities of the target classes, any shape.
+        logp: log-probabilities of the target classes, any shape, values in ``[-inf, 0]``.
         gamma: γ in [0, 1].
         min_weight: the floor ``b`` in [0, 1].
 
@@ -107,16 +120,21 @@ def tailr_weight(logp: Tensor, *, gamma: float, min_weight: float = 0.0) -> Tens
         Weights in ``[min_weight, 1]`` with ``logp``'s shape and dtype.
 
     Raises:
-        ValueError: ``gamma`` or ``min_weight`` outside [0, 1].
+        TypeError: ``logp`` is not a floating-point tensor; ``gamma``/``min_weight`` not real numbers.
+        ValueError: ``gamma`` or ``min_weight`` outside [0, 1]; ``logp`` holds NaN or values above 0 (not a
+            log-probability; checked eagerly only).
 
     Example:
         >>> import torch
         >>> tailr_weight(torch.log(torch.tensor([1.0, 0.5, 1e-9])), gamma=0.5).tolist()  # doctest: +ELLIPSIS
         [1.0, 0.666..., 1.999...e-09]
     """
-    _check_unit("gamma", gamma)
-    _check_unit("min_weight", min_weight)
-    return _log_weight(logp, float(gamma)).exp().clamp(min=float(min_weight), max=1.0)
+    g = check_real("gamma", gamma, low=0, high=1)
+    b = check_real("min_weight", min_weight, low=0, high=1)
+    check_float_tensor("logp", logp, allow_empty=True, finite=False)
+    if not is_compiling() and logp.numel() and not bool((logp.detach() <= 0).all()):  # NaN fails <= 0 too
+        raise ValueError("logp must hold log-probabilities in [-inf, 0], got NaN or positive values")
+    return _weight(logp, g, b)
 
 
 def _tailr(
@@ -130,6 +148,9 @@ def _tailr(
     form: str,
 ) -> Tensor:
     """The shared core of :func:`tailr_loss` and :class:`TaiLrLoss` (inputs already validated)."""
+    if logits.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(logits.device.type):
+        # as F.cross_entropy under autocast (an fp32 op there): compute in float32, return float32
+        logits = logits.float()
     n_classes = logits.shape[1]
     logp_all = F.log_softmax(logits, dim=1)  # (N, C, ...): the one (N, C)-sized buffer
     keep = target != ignore_index  # (N, ...)
@@ -150,8 +171,10 @@ def _tailr(
         else:
             # Stop-gradient at the point of use: the weight is a constant, as under torch.no_grad() in the
             # official criterion. Differentiating it would optimise -w(p) log p, a different objective.
-            w = tailr_weight(logp.detach(), gamma=gamma, min_weight=min_weight)
-            per = -(w * logp)
+            w = _weight(logp.detach(), gamma, min_weight)
+            # A target logit of -inf (a masked class) has p = 0, so w = 0 when b = 0 and w * log p = 0 * -inf =
+            # NaN; the limit of -w(p) log p as p -> 0 is 0 (with b > 0 the loss is +inf, as cross entropy's).
+            per = torch.where(w > 0, -(w * logp), torch.zeros_like(logp))
 
     if label_smoothing > 0.0:
         # Same mixture as F.cross_entropy: (1-ε)·ℓ + ε·mean_c(-log p_c). The smoothing term is NOT
@@ -215,12 +238,16 @@ def tailr_loss(
 
     Returns:
         A scalar for ``"mean"``/``"sum"``; for ``"none"`` a tensor shaped like ``target`` (0 at ignored
-        positions). Same dtype as ``logits``.
+        positions). Same dtype as ``logits``; under autocast, like ``F.cross_entropy``, half-precision logits are
+        computed in float32 and the result is float32.
 
     Raises:
-        TypeError: integer logits, non-integer target.
-        ValueError: γ, b or ε outside [0, 1]; ``min_weight > 0`` with ``form="closed"``; target shape not
-            ``(N, d1, ...)``; a target outside ``[0, C)`` other than ``ignore_index``; unknown reduction/form.
+        TypeError: non-float (integer, bool, complex) logits, non-integer target, non-real γ/b/ε, non-integer
+            ``ignore_index``.
+        ValueError: γ, b or ε outside [0, 1] or not finite; ``min_weight > 0`` with ``form="closed"``; empty
+            logits or no class; target shape not ``(N, d1, ...)``; a target outside ``[0, C)`` other than
+            ``ignore_index``, or NaN/``+inf`` logits (``-inf`` marks a masked class; these value checks cost one
+            device sync and are skipped under ``torch.compile``); unknown reduction/form.
 
     Example:
         >>> import torch, torch.nn.functional as F
@@ -230,7 +257,7 @@ def tailr_loss(
         >>> bool(tailr_loss(logits, target, gamma=0.5) <= F.cross_entropy(logits, target))
         True
     """
-    _check_options(gamma, min_weight, label_smoothing, reduction, form)
+    _check_options(gamma, min_weight, label_smoothing, ignore_index, reduction, form)
     _check_inputs(logits, target, ignore_index)
     return _tailr(
         logits,
@@ -277,7 +304,7 @@ class TaiLrLoss(nn.Module):
         form: Form = "weighted",
     ) -> None:
         super().__init__()
-        _check_options(gamma, min_weight, label_smoothing, reduction, form)
+        _check_options(gamma, min_weight, label_smoothing, ignore_index, reduction, form)
         self.gamma = float(gamma)
         self.min_weight = float(min_weight)
         self.label_smoothing = float(label_smoothing)

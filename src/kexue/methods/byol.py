@@ -28,9 +28,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from kexue._validate import check_choice, check_int, check_real
 from kexue.losses.cosine import normalized_mse
 from kexue.modules.heads import BYOLPredictionHead, BYOLProjectionHead, convert_sync_batchnorm
-from kexue.ops.collapse import normalized_std
+
+from .simsiam import _check_views, _monitor_std
 
 __all__ = ["BYOL", "cosine_tau", "ema_update_"]
 
@@ -45,10 +47,9 @@ def cosine_tau(step: int, total_steps: int, *, base: float = 0.996) -> float:
         >>> cosine_tau(0, 100), cosine_tau(100, 100)
         (0.996, 1.0)
     """
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    if not 0.0 <= base <= 1.0:
-        raise ValueError(f"base must be in [0, 1], got {base}")
+    check_int("step", step)
+    check_int("total_steps", total_steps, low=1)
+    base = check_real("base", base, low=0, high=1)
     k = min(max(step, 0), total_steps)
     return 1 - (1 - base) * (math.cos(math.pi * k / total_steps) + 1) / 2
 
@@ -72,10 +73,8 @@ def ema_update_(target: nn.Module, online: nn.Module, *, tau: float, buffers: Bu
         >>> torch.equal(a.weight, b.weight)
         True
     """
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must be in [0, 1], got {tau}")
-    if buffers not in ("copy", "ema", "own"):
-        raise ValueError(f"buffers must be 'copy', 'ema' or 'own', got {buffers!r}")
+    tau = check_real("tau", tau, low=0, high=1, allow_tensor=True)  # a 0-d tensor is read as its value
+    check_choice("buffers", buffers, ("copy", "ema", "own"))
     tp: list[Tensor] = list(target.parameters())
     op: list[Tensor] = list(online.parameters())
     tb, ob = list(target.buffers()), list(online.buffers())
@@ -109,8 +108,9 @@ class BYOL(nn.Module):
 
     Forward:
         ``forward(x1, x2)`` returns ``{"loss", "std", "cos", "z1", "p1"}``; the loss is in ``[0, 8]``
-        (``[0, 4]`` asymmetric). Call :meth:`update_target` after every optimizer step (e.g.
-        ``fit(..., after_step=lambda m, k: m.update_target(k, total_steps))``).
+        (``[0, 4]`` asymmetric); ``std`` is NaN for a batch of one, which works in eval mode only (BatchNorm in
+        train mode needs two examples: ``ValueError`` naming the batch size). Call :meth:`update_target` after
+        every optimizer step (e.g. ``fit(..., after_step=lambda m, k: m.update_target(k, total_steps))``).
 
     Example:
         >>> from kexue.modules import SmallCNN
@@ -135,10 +135,8 @@ class BYOL(nn.Module):
         sync_batchnorm: bool = False,
     ) -> None:
         super().__init__()
-        if buffers not in ("copy", "ema", "own"):
-            raise ValueError(f"buffers must be 'copy', 'ema' or 'own', got {buffers!r}")
-        if not 0.0 <= tau_base <= 1.0:
-            raise ValueError(f"tau_base must be in [0, 1], got {tau_base}")
+        check_choice("buffers", buffers, ("copy", "ema", "own"))
+        tau_base = check_real("tau_base", tau_base, low=0, high=1)
         self.backbone = backbone
         self.projector = BYOLProjectionHead(feature_dim, hidden_dim, dim)
         self.predictor = BYOLPredictionHead(dim, hidden_dim)
@@ -158,8 +156,7 @@ class BYOL(nn.Module):
             return self.target_projector(self.target_backbone(x)).detach()  # the target: no gradient
 
     def forward(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
-        if x1.shape != x2.shape:
-            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        _check_views(self, x1, x2)
         z1 = self.projector(self.backbone(x1))
         p1 = self.predictor(z1)
         t2 = self._target(x2)
@@ -168,7 +165,7 @@ class BYOL(nn.Module):
             p2 = self.predictor(self.projector(self.backbone(x2)))
             loss = loss + normalized_mse(p2, self._target(x1))
         with torch.no_grad():
-            std = normalized_std(z1.detach())
+            std = _monitor_std(z1.detach())
             cos = 1 - 0.5 * normalized_mse(p1.detach(), t2)
         return {"loss": loss, "std": std, "cos": cos, "z1": z1, "p1": p1}
 

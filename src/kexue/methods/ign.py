@@ -43,6 +43,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from kexue._validate import check_choice, check_float_tensor, check_int, check_real
+
 __all__ = [
     "IGN",
     "FrequencyNoise",
@@ -90,7 +92,7 @@ def _check_output(out: Tensor, inp: Tensor, what: str) -> Tensor:
     return out
 
 
-def _validate(
+def _check_options(
     distance: str,
     lambda_rec: float,
     lambda_idem: float,
@@ -99,23 +101,25 @@ def _validate(
     clamp_denominator: str,
     form: str,
 ) -> None:
-    if distance not in _DISTANCES:
-        raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}")
-    for name, value in (
-        ("lambda_rec", lambda_rec),
-        ("lambda_idem", lambda_idem),
-        ("lambda_tight", lambda_tight),
-    ):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-    if tight_clamp is not None and not tight_clamp > 0:
-        raise ValueError(f"tight_clamp must be > 0 or None (no clamp), got {tight_clamp}")
-    if clamp_denominator not in _DENOMINATORS:
-        raise ValueError(f"clamp_denominator must be one of {_DENOMINATORS}, got {clamp_denominator!r}")
-    if form not in _FORMS:
-        raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
+    check_choice("distance", distance, _DISTANCES)
+    # finite weights: an inf weight turns the loss into inf or NaN (inf * 0)
+    check_real("lambda_rec", lambda_rec, low=0)
+    check_real("lambda_idem", lambda_idem, low=0)
+    check_real("lambda_tight", lambda_tight, low=0)
+    if tight_clamp is not None:
+        # finite: the clamp -tanh(L / (a R)) a R is 0 * inf = NaN for a = inf (use None for no clamp)
+        check_real("tight_clamp", tight_clamp, low=0, low_inclusive=False)
+    check_choice("clamp_denominator", clamp_denominator, _DENOMINATORS)
+    check_choice("form", form, _FORMS)
+
+
+def _check_data(x: Tensor, z: Tensor) -> None:
+    check_float_tensor("x", x, min_ndim=2)
+    check_float_tensor("z", z, min_ndim=2)
+    if z.shape[1:] != x.shape[1:]:
+        raise ValueError(f"z must have the shape of x past the batch dim: x {tuple(x.shape)}, z {tuple(z.shape)}")
+    if z.dtype != x.dtype or z.device != x.device:
+        raise TypeError(f"z must have the dtype and device of x ({x.dtype}, {x.device}), got {z.dtype}, {z.device}")
 
 
 def _ign_core(
@@ -131,8 +135,7 @@ def _ign_core(
     clamp_denominator: str,
     form: str,
 ) -> dict[str, Tensor]:
-    if x.dim() < 2 or z.shape[1:] != x.shape[1:]:
-        raise ValueError(f"z must have the shape of x past the batch dim: x {tuple(x.shape)}, z {tuple(z.shape)}")
+    _check_data(x, z)
     if tight_clamp is not None and clamp_denominator == "rec" and x.shape[0] != z.shape[0]:
         raise ValueError(
             "clamp_denominator='rec' pairs each noise sample with a real one: x and z need the same batch "
@@ -207,8 +210,10 @@ def ign_loss(
         negative) tightness loss, ``tight_raw`` the detached unclamped ``D(f(sg y), sg y)``.
 
     Raises:
-        ValueError: unknown distance/denominator/form, negative weight, non-positive clamp, a model whose
-            output shape differs from its input's, or mismatched x/z shapes.
+        TypeError: non-float ``x``/``z`` (or of different dtypes/devices); weights or clamp not real numbers.
+        ValueError: unknown distance/denominator/form, a negative or infinite weight, a clamp that is not finite
+            and > 0, empty or NaN/inf ``x``/``z``, a model whose output shape differs from its input's, or
+            mismatched x/z shapes.
 
     Example:
         >>> import torch
@@ -220,7 +225,7 @@ def ign_loss(
         >>> sorted(out)
         ['idem', 'loss', 'rec', 'tight', 'tight_raw']
     """
-    _validate(distance, lambda_rec, lambda_idem, lambda_tight, tight_clamp, clamp_denominator, form)
+    _check_options(distance, lambda_rec, lambda_idem, lambda_tight, tight_clamp, clamp_denominator, form)
     return _ign_core(
         model,
         x,
@@ -257,8 +262,9 @@ def ign_iterate(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, *, ste
         >>> len(outs), outs[-1].shape
         (3, torch.Size([2, 3]))
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_int("steps", steps, low=1)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     outs = []
     y = x
     for _ in range(steps):
@@ -278,10 +284,15 @@ def gaussian_noise(
 ) -> Tensor:
     """Standard normal noise of image shape, ``z ~ N(0, I)`` (the option the paper compares to).
 
+    Raises:
+        ValueError: a negative size in ``shape``; TypeError: a non-integer size.
+
     Example:
         >>> gaussian_noise((2, 1, 28, 28)).shape
         torch.Size([2, 1, 28, 28])
     """
+    for i, n in enumerate(shape):
+        check_int(f"shape[{i}]", n, low=0)
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
 
@@ -314,10 +325,9 @@ class FrequencyNoise(nn.Module):
 
     def __init__(self, images: Tensor) -> None:
         super().__init__()
-        if images.dim() != 4 or images.shape[0] < 2:
+        check_float_tensor("images", images, ndim=4)  # finite too: a NaN image would make every sample NaN
+        if images.shape[0] < 2:
             raise ValueError(f"images must be (N, C, H, W) with N >= 2, got {tuple(images.shape)}")
-        if images.is_complex() or not images.is_floating_point():
-            raise TypeError(f"images must be a real floating tensor, got {images.dtype}")
         spec = torch.fft.fft2(images.detach())  # (N, C, H, W) complex
         self.register_buffer("mean_real", spec.real.mean(0))
         self.register_buffer("std_real", spec.real.std(0))
@@ -326,8 +336,7 @@ class FrequencyNoise(nn.Module):
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` noise images ``(n, C, H, W)``."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        check_int("n", n, low=1)
         shape = (n, *self.mean_real.shape)
         kw: dict[str, Any] = {
             "generator": generator,
@@ -386,7 +395,7 @@ class IGN(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        _validate(distance, lambda_rec, lambda_idem, lambda_tight, tight_clamp, clamp_denominator, form)
+        _check_options(distance, lambda_rec, lambda_idem, lambda_tight, tight_clamp, clamp_denominator, form)
         self.model = model
         self.distance: Distance = distance
         self.lambda_rec = float(lambda_rec)
@@ -429,6 +438,7 @@ class IGN(nn.Module):
 
     def forward(self, x: Tensor, z: Tensor | None = None) -> dict[str, Tensor]:
         """Losses for real ``x (B, *S)`` and noise ``z (B, *S)`` (drawn from ``noise`` when omitted)."""
+        check_float_tensor("x", x, min_ndim=2, finite=False)  # values are checked with z in the core
         if z is None:
             z = self.sample_noise(x.shape[0], x)
         return _ign_core(

@@ -21,15 +21,67 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
+from kexue._validate import check_choice, check_int
 from kexue.losses.cosine import negative_cosine_similarity
-from kexue.modules.heads import SimSiamPredictionHead, SimSiamProjectionHead, convert_sync_batchnorm
+from kexue.modules.heads import (
+    SimSiamPredictionHead,
+    SimSiamProjectionHead,
+    SyncBatchNorm1d,
+    convert_sync_batchnorm,
+)
 from kexue.ops.collapse import normalized_std
 
 __all__ = ["SimSiam", "cosine_schedule"]
 
 PredictorMode = Literal["mlp", "none", "frozen"]
+
+
+def _uses_batch_statistics_of_one(module: nn.Module) -> bool:
+    """Whether some ``BatchNorm1d`` of ``module`` would normalise a batch of one with its own statistics.
+
+    That fails (one value per channel has no variance): in train mode, or in eval mode without running
+    statistics. A :class:`SyncBatchNorm1d` under a multi-rank process group pools every rank's batch instead.
+    """
+    pooled = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return any(
+        isinstance(m, nn.BatchNorm1d)
+        and (m.training or m.running_mean is None)
+        and not (pooled and isinstance(m, SyncBatchNorm1d))
+        for m in module.modules()
+    )
+
+
+def _check_views(model: nn.Module, x1: Tensor, x2: Tensor) -> None:
+    """Validate the two augmented views of a Siamese method (SimSiam, BYOL).
+
+    Raises:
+        TypeError: a view is not a tensor.
+        ValueError: the views differ in shape, have no batch dimension or are empty, or hold a single example
+            while a ``BatchNorm1d`` of ``model`` needs batch statistics (train mode).
+    """
+    for name, x in (("x1", x1), ("x2", x2)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x1.shape != x2.shape:
+        raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    if x1.dim() == 0 or x1.shape[0] == 0:
+        raise ValueError(f"x1 and x2 must hold a non-empty batch (B, ...), got shape {tuple(x1.shape)}")
+    if x1.shape[0] == 1 and _uses_batch_statistics_of_one(model):
+        raise ValueError(
+            f"batch size 1 in train mode: BatchNorm needs at least 2 examples per batch to compute batch "
+            f"statistics (got x1 of shape {tuple(x1.shape)}); train on batches of >= 2, or call .eval() to "
+            "embed single examples"
+        )
+
+
+def _monitor_std(z: Tensor) -> Tensor:
+    """:func:`normalized_std` of ``z``, NaN for a single example (a spread needs two)."""
+    if z.shape[0] < 2:
+        return torch.full((), float("nan"), dtype=z.dtype, device=z.device)
+    return normalized_std(z)
 
 
 class SimSiam(nn.Module):
@@ -55,8 +107,9 @@ class SimSiam(nn.Module):
     Forward:
         ``forward(x1, x2)`` with two augmented views ``(B, ...)`` returns ``{"loss", "std", "cos", "z1", "z2",
         "p1", "p2"}``: the loss (in ``[-1, 1]``), the collapse monitor :func:`kexue.ops.normalized_std` of
-        ``z1`` (compare with ``1/sqrt(dim)``), the mean cosine between ``p1`` and ``z2`` and the (attached)
-        tensors.
+        ``z1`` (compare with ``1/sqrt(dim)``; NaN for a batch of one), the mean cosine between ``p1`` and
+        ``z2`` and the (attached) tensors. A batch of one works in eval mode only: BatchNorm in train mode needs
+        two examples (``ValueError`` naming the batch size).
 
     Example:
         >>> from kexue.modules import SmallCNN
@@ -82,8 +135,7 @@ class SimSiam(nn.Module):
         sync_batchnorm: bool = False,
     ) -> None:
         super().__init__()
-        if predictor not in ("mlp", "none", "frozen"):
-            raise ValueError(f"predictor must be 'mlp', 'none' or 'frozen', got {predictor!r}")
+        check_choice("predictor", predictor, ("mlp", "none", "frozen"))
         self.backbone = backbone
         self.projector = SimSiamProjectionHead(feature_dim, hidden_dim, dim, num_layers=num_proj_layers)
         self.predictor: nn.Module = (
@@ -111,8 +163,7 @@ class SimSiam(nn.Module):
         return z.detach() if self.stop_gradient else z  # the stop-gradient, target side only
 
     def forward(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
-        if x1.shape != x2.shape:
-            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        _check_views(self, x1, x2)
         # two passes, as the official code: each view's BN statistics are its own batch's.
         z1, z2 = self.project(x1), self.project(x2)
         p1 = self.predictor(z1)
@@ -125,7 +176,7 @@ class SimSiam(nn.Module):
             p2 = p1.new_empty(0)
             loss = negative_cosine_similarity(p1, self._target(z2))
         with torch.no_grad():
-            std = normalized_std(z1.detach())
+            std = _monitor_std(z1.detach())
             cos = -negative_cosine_similarity(p1.detach(), z2.detach())
         return {"loss": loss, "std": std, "cos": cos, "z1": z1, "z2": z2, "p1": p1, "p2": p2}
 
@@ -163,8 +214,7 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch
         >>> [round(g["lr"], 3) for g in opt.param_groups]
         [0.5, 1.0]
     """
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    check_int("total_steps", total_steps, low=1)
 
     def cos(step: int) -> float:
         return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))

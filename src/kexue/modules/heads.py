@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from kexue._validate import check_int
+
 __all__ = [
     "BYOLPredictionHead",
     "BYOLProjectionHead",
@@ -24,8 +26,7 @@ __all__ = [
 
 def _positive(**dims: int) -> None:
     for k, v in dims.items():
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{k} must be a positive int, got {v!r}")
+        check_int(k, v, low=1)  # rejects bools and floats too (TypeError)
 
 
 class SimSiamProjectionHead(nn.Module):
@@ -52,9 +53,7 @@ class SimSiamProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 2048, *, num_layers: int = 3) -> None:
         super().__init__()
-        _positive(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim)
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        _positive(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim, num_layers=num_layers)
         layers: list[nn.Module] = []
         d = in_dim
         for _ in range(num_layers - 1):
@@ -92,8 +91,9 @@ class SimSiamPredictionHead(nn.Module):
 
     def __init__(self, dim: int = 2048, hidden_dim: int | None = None) -> None:
         super().__init__()
+        _positive(dim=dim)
         hidden = hidden_dim if hidden_dim is not None else max(dim // 4, 1)
-        _positive(dim=dim, hidden_dim=hidden)
+        _positive(hidden_dim=hidden)
         self.net = nn.Sequential(
             nn.Linear(dim, hidden, bias=False),
             nn.BatchNorm1d(hidden),

@@ -1,10 +1,12 @@
 """The claims tables of the README and the docs pages, generated from the committed results.
 
 Numbers in the README and the docs are never typed by hand: they sit between marker comments and are rewritten
-from the run folders under ``results/<preset>/<experiment>/`` (the ``claims.json`` each run wrote)::
+from the run folders under ``results/<preset>/<experiment>/`` (the ``claims.json`` and ``metrics.json`` each run
+wrote)::
 
     <!-- BEGIN GENERATED claims -->            README: the summary counts and every experiment's claims
-    <!-- BEGIN GENERATED claims:<experiment> -->   a docs page: that experiment's claims
+    <!-- BEGIN GENERATED claims:<experiment> -->   a docs page: that experiment's claims, then its measured
+                                                   numbers (tables built from the run's ``metrics.json``)
 
 Usage (from the repository root)::
 
@@ -21,12 +23,13 @@ import argparse
 import json
 import math
 import re
+import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DOCS_PAGES", "load_results", "render_experiment", "render_summary", "update"]
+__all__ = ["DOCS_PAGES", "METRIC_TABLES", "load_results", "render_experiment", "render_summary", "update"]
 
 # Experiment -> the docs page that shows its claims (mnist_baseline appears in the README only).
 DOCS_PAGES: dict[str, str] = {
@@ -46,7 +49,8 @@ _EMPIRICAL = ("reproduced", "not reproduced", "inconclusive", "not testable")
 def load_results(results: str | Path) -> list[dict[str, Any]]:
     """The runs under ``results`` (one sub-folder per experiment with a ``claims.json``), in report order.
 
-    Each run is the parsed ``claims.json`` plus ``config`` (from ``config.json`` when present).
+    Each run is the parsed ``claims.json`` plus ``config`` (from ``config.json`` when present) and ``metrics``
+    (from ``metrics.json`` when present).
     """
     root = Path(results)
     runs: list[dict[str, Any]] = []
@@ -58,6 +62,8 @@ def load_results(results: str | Path) -> list[dict[str, Any]]:
         run.setdefault("experiment", d.name)
         cfg = d / "config.json"
         run["config"] = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
+        met = d / "metrics.json"
+        run["metrics"] = json.loads(met.read_text(encoding="utf-8")) if met.is_file() else {}
         runs.append(run)
     order = _order()
     runs.sort(key=lambda r: (order.get(r["experiment"], 100), r["experiment"]))
@@ -74,7 +80,8 @@ def _order() -> dict[str, int]:
 
 
 def _cell(text: Any) -> str:
-    return str(text).replace("|", "/").replace("\n", " ")
+    # GitHub-flavoured Markdown reads an escaped pipe as a literal one inside a table cell (|p - q| stays legible).
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _mde(c: dict[str, Any]) -> str:
@@ -129,15 +136,22 @@ def _preset(run: dict[str, Any]) -> str:
 
 
 def render_experiment(run: dict[str, Any]) -> str:
-    """One experiment's claims for its docs page: empirical claims first, then the checks."""
+    """One experiment's section of its docs page: empirical claims, the checks, then its measured numbers.
+
+    The measured numbers are tables built from the run's ``metrics.json`` for the experiments listed in
+    :data:`METRIC_TABLES` (none for the others).
+    """
     emp, checks = _split(run.get("claims", []))
     passed, n_checks, counts = _counts(run.get("claims", []))
+    measured = _metric_lines(run)
+    sources = "claims.json`" + (" and `metrics.json`" if measured else "")
     out = [
-        f"Generated from `results/{_preset(run)}/{run['experiment']}/claims.json` by "
+        f"Generated from `results/{_preset(run)}/{run['experiment']}/{sources} by "
         "`python -m kexue.report.docs_tables`; do not edit by hand.",
         "",
-        "Empirical claims: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f". Checks: {passed} of "
-        f"{n_checks} pass.",
+        "Empirical claims: "
+        + (", ".join(f"{n} {v}" for v, n in counts.items() if n) or "none")
+        + f". Checks: {passed} of {n_checks} pass.",
         "",
     ]
     if emp:
@@ -146,7 +160,163 @@ def render_experiment(run: dict[str, Any]) -> str:
     if checks:
         out += ["**Checks** (deterministic properties verified numerically)", ""]
         out += [*_claim_rows(checks, experiment=None), ""]
+    out += measured
     return "\n".join(out).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measured numbers per experiment, from metrics.json. Each builder returns Markdown lines (a bold caption, a blank
+# line, a table, a blank line per table) and skips a table whose data the run did not record, so a run of another
+# preset or an older layout renders what it has instead of failing.
+
+
+def _mean_sd(values: Sequence[Any], digits: int) -> str:
+    vals = [float(v) for v in values]
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.fmean(vals):.{digits}f} ± {sd:.{digits}f}"
+
+
+def _per_seed(values: Sequence[Any], digits: int) -> str:
+    return ", ".join(f"{float(v):.{digits}f}" for v in values)
+
+
+def _table(caption: str, head: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A captioned Markdown table; ``align`` holds ``"l"`` or ``"r"`` per column."""
+    if not rows:
+        return []
+    lines = [f"**{caption}**", "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _multitask_metrics(run: dict[str, Any]) -> list[str]:
+    metrics = run.get("metrics", {})
+    table = metrics.get("table")
+    if not isinstance(table, dict):
+        return []
+    keys = ("digit_a", "digit_b", "ink", "worst", "mean")
+    rows = []
+    for name, row in table.items():
+        if not all(k in row and f"{k}_std" in row for k in keys):
+            continue
+        strategy, _, scale = str(name).rpartition("@")
+        n = len(metrics.get("runs", {}).get(name, []))
+        rows.append([f"`{strategy}`", scale, str(n or "—"), *(f"{row[k]:.3f} ± {row[f'{k}_std']:.3f}" for k in keys)])
+    return _table(
+        "Test scores per strategy and ink-loss scale (0 = chance or predicting the mean, 1 = perfect; "
+        "mean ± sample std over seeds)",
+        ("strategy", "ink-loss scale", "seeds", "digit A", "digit B", "ink R²", "worst task", "mean task"),
+        ("l", "r", "r", "r", "r", "r", "r", "r"),
+        rows,
+    )
+
+
+def _topk_metrics(run: dict[str, Any]) -> list[str]:
+    metrics = run.get("metrics", {})
+    verdicts = {c["id"]: c["verdict"] for c in run.get("claims", [])}
+    out: list[str] = []
+    props = metrics.get("property_table")
+    if isinstance(props, dict) and props:
+        names = list(next(iter(props.values())))
+        rows = []
+        for method, cells in props.items():
+            row = [f"`{method}`"]
+            for prop in names:
+                text = "yes" if cells.get(prop) else "no"
+                verdict = verdicts.get(f"{method}_{prop}", "reproduced")
+                row.append(text if verdict == "reproduced" else f"{text} (**{verdict}**)")
+            rows.append(row)
+        out += _table(
+            "Measured properties (each cell is the check `<construction>_<property>`; a cell that contradicts "
+            "its expectation carries the verdict)",
+            ("construction", *names),
+            ("l", *("l" for _ in names)),
+            rows,
+        )
+    moe = metrics.get("moe")
+    if isinstance(moe, dict) and moe:
+        rows = [
+            [
+                f"`{router}`",
+                str(len(seeds)),
+                _mean_sd([s["test_acc"] for s in seeds], 4),
+                _mean_sd([s["test_acc_sparse"] for s in seeds], 4),
+                _mean_sd([s["load_cv"] for s in seeds], 2),
+            ]
+            for router, seeds in moe.items()
+            if seeds
+        ]
+        out += _table(
+            "Mixture-of-experts router on Fashion-MNIST (test accuracy with the trained gates and with sparse top-2 "
+            "inference; load coefficient of variation, 0 = balanced; mean ± sample std over seeds)",
+            ("router", "seeds", "test acc (trained gates)", "test acc (sparse top-2)", "load CV"),
+            ("l", "r", "r", "r", "r"),
+            rows,
+        )
+    items = metrics.get("items")
+    if isinstance(items, dict) and items:
+        rows = [
+            [f"`{name}`", _mean_sd(v["test_hard_acc"], 4), _per_seed(v["test_hard_acc"], 4)]
+            for name, v in items.items()
+            if v.get("test_hard_acc")
+        ]
+        out += _table(
+            "Item selection (hard top-k overlap accuracy on the test episodes; mean ± sample std over seeds)",
+            ("scores trained through", "accuracy", "per seed"),
+            ("l", "r", "r"),
+            rows,
+        )
+    return out
+
+
+def _regularizers_metrics(run: dict[str, Any]) -> list[str]:
+    metrics = run.get("metrics", {})
+    out: list[str] = []
+    mnist = metrics.get("mnist", {}).get("test_accuracy")
+    if isinstance(mnist, dict) and mnist:
+        rows = [[f"`{k}`", _mean_sd(v, 4), _per_seed(v, 4)] for k, v in mnist.items() if v]
+        out += _table(
+            "Semi-supervised MNIST, 100 labels: test accuracy (mean ± sample std over seeds)",
+            ("variant", "test accuracy", "per seed"),
+            ("l", "r", "r"),
+            rows,
+        )
+    text = metrics.get("text", {})
+    acc = text.get("test_accuracy")
+    if isinstance(acc, dict) and acc:
+        activity = text.get("activity", {})
+        rows = [
+            [
+                f"`{k}`",
+                _mean_sd(v, 4),
+                _per_seed(v, 4),
+                ", ".join(f"{float(a):.2g}" for a in activity.get(k, [])) or "—",
+            ]
+            for k, v in acc.items()
+            if v
+        ]
+        out += _table(
+            "IMDB, 200 labels: test accuracy (mean ± sample std over seeds) and activity (mean log change of the "
+            "training loss caused by the regulariser, per seed)",
+            ("variant", "test accuracy", "per seed", "activity"),
+            ("l", "r", "r", "r"),
+            rows,
+        )
+    return out
+
+
+# Experiment -> the builder of its measured-numbers tables on its docs page.
+METRIC_TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "regularizers": _regularizers_metrics,
+    "multitask": _multitask_metrics,
+    "topk": _topk_metrics,
+}
+
+
+def _metric_lines(run: dict[str, Any]) -> list[str]:
+    build = METRIC_TABLES.get(run["experiment"])
+    return build(run) if build else []
 
 
 def render_summary(runs: Sequence[dict[str, Any]]) -> str:

@@ -1,4 +1,4 @@
-"""Training: the one generic loop, seeding, checkpoints, evaluation helpers and distributed set-up."""
+"""Training: the one generic loop, seeding, checkpoints, evaluation helpers, distributed set-up and progress."""
 
 from .calibration import ReliabilityDiagram, expected_calibration_error, reliability_diagram
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -6,8 +6,10 @@ from .distributed import init_from_env, is_main_process, shutdown
 from .evaluation import accuracy, predict_logits
 from .loop import FitResult, StepFn, TensorBatches, default_device, fit, rank_and_world, seed_all
 from .probe import knn_accuracy, linear_probe_accuracy
+from .progress import CellProgress
 
 __all__ = [
+    "CellProgress",
     "FitResult",
     "ReliabilityDiagram",
     "StepFn",

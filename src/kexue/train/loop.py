@@ -1,5 +1,9 @@
 """The one generic training loop: device, seeding, batching, DDP, progress, checkpoints and resume.
 
+Progress goes to the ``kexue.train`` logger on rank 0: a line per epoch, and on long epochs a line every
+:data:`HEARTBEAT_SECONDS` when no tqdm bar is drawn (off a terminal). See :mod:`kexue.train.progress` for where
+those lines appear by default and how to silence them.
+
 Every experiment trains through :func:`fit`. What differs between techniques lives in the ``step`` function it
 is given (a SimSiam step, a VAT step, a multi-task step writing ``.grad`` itself), never in a copy of the loop.
 
@@ -11,7 +15,6 @@ killed after epoch ``e`` and resumed finishes with bit-identical metrics on CPU.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import random
@@ -30,10 +33,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .progress import install_default_handler, is_rank_zero
+from .progress import logger as log
 
 __all__ = ["FitResult", "StepFn", "TensorBatches", "default_device", "fit", "rank_and_world", "seed_all"]
 
-log = logging.getLogger("kexue")
+# Off a terminal (no tqdm bar) an epoch longer than this also logs a line every this many seconds, so a log file
+# or CI console shows the run is alive.
+HEARTBEAT_SECONDS = 60.0
 
 StepFn = Callable[[nn.Module, list[Tensor]], Mapping[str, Tensor]]
 
@@ -209,7 +216,9 @@ def fit(
         grad_clip: clip the global gradient norm to this value.
         drop_last: drop the last incomplete batch.
         name: label for progress and log lines.
-        progress: show a tqdm bar; default when stderr is a terminal (plain log lines otherwise).
+        progress: show a tqdm bar; default when stderr is a terminal (plain log lines otherwise). Bars and log
+            lines come from rank 0 only; log lines go to the ``kexue.train`` logger (see
+            :mod:`kexue.train.progress`).
 
     Returns:
         :class:`FitResult` with one dict per epoch: the mean of each step output, ``lr``, ``seconds`` and the
@@ -220,6 +229,9 @@ def fit(
     dev = torch.device(device) if device is not None else default_device()
     rank, world = rank_and_world()
     is_main = rank == 0
+    # Reporting follows torchrun's $RANK too, so ranks without a process group stay quiet as well.
+    report = is_rank_zero()
+    install_default_handler()
     model.to(dev)
     if isinstance(data, TensorBatches):
         batches = data
@@ -247,9 +259,11 @@ def fit(
         result.history = list(state["history"])
         start = int(state["epoch"])
         result.resumed_from_epoch = start
-        log.info(f"[{name}] resumed from {ckpt} after epoch {start}/{epochs}")
+        if report:
+            log.info(f"[{name}] resumed from {ckpt} after epoch {start}/{epochs}")
 
-    show = is_main and (progress if progress is not None else sys.stderr.isatty())
+    show = report and (progress if progress is not None else sys.stderr.isatty())
+    heartbeat = report and not show
     global_step = start * len(batches)
     for epoch in range(start, epochs):
         seed_all(seed * 1_000_003 + epoch * 1009 + rank)
@@ -259,6 +273,7 @@ def fit(
         count = 0
         t0 = time.perf_counter()
         bar = _progress(len(batches), f"{name} {epoch + 1}/{epochs}", show)
+        last_beat = t0
         for batch in batches:
             opt.zero_grad(set_to_none=True)
             out = step_fn(wrapped, batch)
@@ -282,6 +297,12 @@ def fit(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+            elif heartbeat and (now := time.perf_counter()) - last_beat >= HEARTBEAT_SECONDS:
+                # Only when the interval has passed: float(loss) synchronises with the device.
+                last_beat = now
+                log.info(
+                    f"[{name}] epoch {epoch + 1}/{epochs} step {count}/{len(batches)} loss={float(loss.detach()):.4g}"
+                )
         if bar is not None:
             bar.close()
         row = {k: v / max(count, 1) for k, v in sums.items()}
@@ -294,7 +315,7 @@ def fit(
             model.train()
         row["epoch"] = float(epoch + 1)
         result.history.append(row)
-        if is_main:
+        if report:
             shown = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds"))
             log.info(f"[{name}] epoch {epoch + 1}/{epochs} {shown} ({row['seconds']:.1f}s)")
         if ckpt is not None and is_main:
