@@ -157,7 +157,7 @@ class Config:
 
 
 PRESETS = {
-    "smoke": Config(train_limit=512, epochs=2, batch_size=64, width=8, latent_dim=16, n_eval=256, noise_stats=256),
+    "smoke": Config(train_limit=256, epochs=2, batch_size=64, width=8, latent_dim=16, n_eval=200, noise_stats=256),
     "quick": Config(),
     "full": Config(
         dataset="fashion_mnist",
