@@ -3,7 +3,10 @@ stop-gradients."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import re
 
 import pytest
 import torch
@@ -19,6 +22,8 @@ from kexue.regularizers import (
     PGD,
     VAT,
     DoubleBackwardError,
+    NoiseConsistencyLoss,
+    NoisyLoss,
     conditional_entropy,
     consistency_divergence,
     dropout_disabled,
@@ -28,6 +33,7 @@ from kexue.regularizers import (
     noisy_loss,
     perturb,
     pgd_loss,
+    probe_radius,
     smoothness_penalty,
     vat_direction,
     vat_loss,
@@ -563,3 +569,366 @@ def test_double_backward_failure_names_finite_difference(model_cls: type[nn.Modu
     loss = gradient_penalty_loss(model, x, y, method="finite_difference")  # the alternative works
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- dropout: replayed masks
+
+
+def _dropout_mlp(d_in: int = 5, p: float = 0.3) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(d_in, 16), nn.Tanh(), nn.Dropout(p), nn.Linear(16, 3)).to(D64).train()
+
+
+def _penalty_grad(model: nn.Module, x: Tensor, y: Tensor, seed: int, **kw) -> Tensor:
+    """The parameter gradient of the penalty alone (the clean gradient under the same masks subtracted)."""
+    torch.manual_seed(seed)
+    clean = flat_grad(F.cross_entropy(model(x), y), model)
+    torch.manual_seed(seed)
+    return flat_grad(gradient_penalty_loss(model, x, y, **kw), model) - clean
+
+
+@pytest.mark.parametrize("site", ["input", "1"])
+def test_finite_difference_penalty_replays_dropout_masks(site: str) -> None:
+    """Both finite-difference passes see the clean pass's dropout mask, so FD matches double backward in
+    train() mode (before: two masks, the difference quotient measured the masks, cosine ~ 0)."""
+    model = _dropout_mlp()
+    x, y = torch.randn(16, 5, dtype=D64), torch.randint(0, 3, (16,))
+    exact = _penalty_grad(model, x, y, 3, eps=0.5, site=site)
+    fd = _penalty_grad(model, x, y, 3, eps=0.5, site=site, method="finite_difference", fd_step=1e-6)
+    assert cosine(exact, fd) > 0.99
+    assert float((exact - fd).norm() / exact.norm()) < 1e-4
+
+
+def test_finite_difference_penalty_leaves_the_rng_where_one_pass_would() -> None:
+    model = _dropout_mlp()
+    x, y = torch.randn(8, 5, dtype=D64), torch.randint(0, 3, (8,))
+    torch.manual_seed(5)
+    model(x)
+    after_one_pass = torch.rand(4)
+    torch.manual_seed(5)
+    gradient_penalty_loss(model, x, y, method="finite_difference").backward()
+    torch.testing.assert_close(torch.rand(4), after_one_pass, rtol=0, atol=0)
+
+
+class _RecordingDropout(nn.Module):
+    """Dropout written with torch.rand (like a functional F.dropout call) that records every mask it draws."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p, self.masks = p, []
+
+    def forward(self, h: Tensor) -> Tensor:
+        if not self.training:
+            return h
+        keep = torch.rand(h.shape, dtype=h.dtype, device=h.device) >= self.p
+        self.masks.append(keep)
+        return h * keep / (1 - self.p)
+
+
+@pytest.mark.parametrize("n_power", [1, 3])
+def test_vat_probes_replay_the_clean_passs_dropout_mask(n_power: int) -> None:
+    """The clean-target pass and every probe draw the same mask (the finite difference is H u of one network);
+    the final pass draws a fresh one. Before: each pass drew its own mask."""
+    drop = _RecordingDropout(0.5)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), drop, nn.Linear(16, 3)).to(D64).train()
+    x = torch.randn(16, 10, dtype=D64)
+    vat_loss(model, x, eps=0.5, n_power=n_power, probe_dropout=True).backward()
+    assert len(drop.masks) == n_power + 2  # clean target, n_power probes, final pass
+    for m in drop.masks[1:-1]:
+        assert torch.equal(m, drop.masks[0])
+    assert not torch.equal(drop.masks[-1], drop.masks[0])
+
+
+@pytest.mark.gpu
+def test_cuda_generators_are_replayed() -> None:
+    """The CUDA generator is replayed like the CPU one: FD penalty = exact penalty, VAT probes share the mask."""
+    dev = torch.device("cuda")
+    model = _dropout_mlp().to(dev)
+    x, y = torch.randn(16, 5, dtype=D64, device=dev), torch.randint(0, 3, (16,), device=dev)
+    exact = _penalty_grad(model, x, y, 3, eps=0.5)
+    fd = _penalty_grad(model, x, y, 3, eps=0.5, method="finite_difference", fd_step=1e-6)
+    assert float((exact - fd).norm() / exact.norm()) < 1e-4
+    drop = _RecordingDropout(0.5)
+    net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), drop, nn.Linear(16, 3)).to(dev, D64).train()
+    vat_loss(net, x, eps=0.5, n_power=2, probe_dropout=True).backward()
+    assert all(torch.equal(m, drop.masks[0]) for m in drop.masks[1:-1])
+    assert not torch.equal(drop.masks[-1], drop.masks[0])
+
+
+def test_vat_ignores_noisy_clean_logits_for_the_power_iteration() -> None:
+    """clean_logits from the caller's training-mode forward (dropout on) cannot be the probes' target (dropout
+    off): the direction is that of the dropout-free network, as without clean_logits."""
+    model = _dropout_mlp(d_in=10, p=0.5)
+    x = torch.randn(16, 10, dtype=D64)
+    noisy_logits = model(x)  # the caller's own training forward
+    got = vat_direction(model, x, xi=1e-6, clean_logits=noisy_logits, generator=torch.Generator().manual_seed(1))
+    ref = vat_direction(model.eval(), x, xi=1e-6, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got, ref)
+
+
+# --------------------------------------------------------------------------- inputs computed upstream
+
+
+class _Upstream(nn.Module):
+    """The user's encoder followed by the regularised model (only the latter is passed in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = nn.Sequential(nn.Linear(6, 5), nn.Tanh()).to(D64)
+        self.model = mlp(d_in=5)
+
+
+@pytest.mark.parametrize("site", ["input", "1"])
+@pytest.mark.parametrize(("form", "scope"), [("squared", "global"), ("norm", "per_sample")])
+def test_finite_difference_penalty_differentiates_through_upstream_inputs(site: str, form: str, scope: str) -> None:
+    """Before: the upstream encoder got only the c/h-weighted perturbed term (relative error ~1e4)."""
+    net = _Upstream()
+    x, y = torch.randn(8, 6, dtype=D64), torch.randint(0, 3, (8,))
+    kw = {"eps": 0.7, "site": site, "form": form, "scope": scope}
+    exact = flat_grad(gradient_penalty_loss(net.model, net.enc(x), y, **kw), net)
+    fd = flat_grad(gradient_penalty_loss(net.model, net.enc(x), y, method="finite_difference", fd_step=1e-6, **kw), net)
+    assert float((exact - fd).norm() / exact.norm()) < 1e-4
+
+
+class _EmbedMean(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.head = nn.Embedding(20, 5), nn.Linear(5, 3)
+        self.to(D64)
+
+    def forward(self, e: Tensor) -> Tensor:
+        return self.head(torch.tanh(e).mean(1))
+
+
+def test_regularizers_on_inputs_embeds_from_the_models_own_embedding() -> None:
+    """FGM/PGD/VAT/penalty on ``inputs_embeds = model.emb(ids)``: the embedding weight is both a parameter of
+    the model and upstream of the input (before: "backward through the graph a second time")."""
+    model = _EmbedMean()
+    ids, y = torch.randint(0, 20, (4, 7)), torch.randint(0, 3, (4,))
+    # FGM against the hand-written two-pass reference.
+    emb = model.emb(ids)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(emb), y), emb, retain_graph=True)
+    delta = 0.3 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)
+    ref = flat_grad(F.cross_entropy(model(emb), y) + F.cross_entropy(model(emb + delta.detach()), y), model)
+    torch.testing.assert_close(flat_grad(fgm_loss(model, model.emb(ids), y, eps=0.3), model), ref)
+    # PGD with one l2 step of size eps is FGM.
+    pgd = pgd_loss(model, model.emb(ids), y, eps=0.3, steps=1, norm="l2")
+    torch.testing.assert_close(flat_grad(pgd, model), ref)
+    # The finite-difference penalty against double backward, and VAT runs through.
+    exact = flat_grad(gradient_penalty_loss(model, model.emb(ids), y), model)
+    fd = flat_grad(gradient_penalty_loss(model, model.emb(ids), y, method="finite_difference", fd_step=1e-6), model)
+    assert float((exact - fd).norm() / exact.norm()) < 1e-4
+    for reg in (vat_loss(model, model.emb(ids), eps=0.3), smoothness_penalty(model, model.emb(ids))):
+        model.zero_grad()
+        reg.backward()
+        assert model.emb.weight.grad is not None and bool(model.emb.weight.grad.abs().sum() > 0)
+
+
+def test_fgm_hands_the_clean_gradient_to_an_upstream_encoder() -> None:
+    net = _Upstream()
+    x, y = torch.randn(8, 6, dtype=D64), torch.randint(0, 3, (8,))
+    got = flat_grad(fgm_loss(net.model, net.enc(x), y, eps=0.2, norm="none"), net)
+    h = net.enc(x)
+    (g,) = torch.autograd.grad(F.cross_entropy(net.model(h), y), h, retain_graph=True)
+    ref = F.cross_entropy(net.model(h), y) + F.cross_entropy(net.model(h + 0.2 * g.detach()), y)
+    torch.testing.assert_close(got, flat_grad(ref, net))
+
+
+# --------------------------------------------------------------------------- VAT probe radius and autocast
+
+
+def _hvp_power_iteration(model: nn.Module, x: Tensor, u0: Tensor, r: int) -> Tensor:
+    """Exact float64 reference: r steps of u <- H u / ||H u|| with H = J^T (diag p - p p^T) J, the Hessian of
+    KL(p(x) || p(x + e)) at e = 0, per sample (H u from J u and J^T, never the D x D matrix)."""
+    m64 = copy.deepcopy(model).double()
+    x64 = x.double()
+    p = m64(x64).softmax(-1).detach()
+    u = u0.double()
+    for _ in range(r):
+        u = u / u.norm(dim=1, keepdim=True)
+        _, ju = torch.func.jvp(m64, (x64,), (u,))  # (B, C): J u per sample (the batch rows are independent)
+        lam_ju = p * ju - p * (p * ju).sum(1, keepdim=True)
+        _, vjp = torch.func.vjp(m64, x64)
+        (u,) = vjp(lam_ju)  # J^T Lambda J u
+    return u / u.norm(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_vat_direction_matches_float64_reference_in_float32_and_bf16(autocast: bool) -> None:
+    """784-input MLP, paper default xi=1e-6: before, 0% of the float32 directions (and of the bf16-autocast ones
+    even at xi=1e-2) agreed with the exact power iteration; the probe radius is now raised to
+    sqrt(eps) * ||x|| and the iteration runs in float32 under autocast."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 64), nn.Tanh(), nn.Linear(64, 10))
+    x = torch.rand(64, 784)
+    u0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))  # the start vat_direction draws
+    ref = _hvp_power_iteration(model, x, u0, r=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        d = vat_direction(model, x, generator=torch.Generator().manual_seed(7))
+    assert d.dtype == torch.float32
+    cos = F.cosine_similarity(d.double(), ref, dim=1)
+    assert float((cos > 0.99).double().mean()) >= 0.95
+
+
+def test_probe_radius_rule() -> None:
+    x32 = torch.full((3, 100), 0.5)
+    torch.testing.assert_close(probe_radius(x32, 1e-6).flatten(), torch.full((3,), 5 * 2**-11.5))
+    torch.testing.assert_close(probe_radius(x32, 1.0).flatten(), torch.ones(3))  # representable: kept
+    x64 = x32.double()
+    torch.testing.assert_close(probe_radius(x64, 1e-6).flatten(), torch.full((3,), 1e-6, dtype=D64))
+    torch.testing.assert_close(probe_radius(x32, 1e-6, "global"), torch.tensor(5 * 3**0.5 * 2**-11.5))
+
+
+def test_vat_final_pass_runs_under_autocast() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    x = torch.randn(4, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = vat_loss(model, x, eps=1.0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+_X, _Y = torch.randn(4, 5, dtype=D64), torch.tensor([0, 1, 2, 0])
+_BAD = [
+    ("eps", lambda m, v: fgm_loss(m, _X, _Y, eps=v)),
+    ("eps", lambda m, v: pgd_loss(m, _X, _Y, eps=v)),
+    ("alpha", lambda m, v: pgd_loss(m, _X, _Y, eps=0.1, alpha=v)),
+    ("eps", lambda m, v: vat_loss(m, _X, eps=v)),
+    ("xi", lambda m, v: vat_loss(m, _X, xi=v)),
+    ("xi", lambda m, v: vat_direction(m, _X, xi=v)),
+    ("eps", lambda m, v: gradient_penalty_loss(m, _X, _Y, eps=v)),
+    ("fd_step", lambda m, v: gradient_penalty_loss(m, _X, _Y, method="finite_difference", fd_step=v)),
+    ("sigma", lambda m, v: noisy_loss(m, _X, _Y, sigma=v)),
+    ("sigma", lambda m, v: noise_consistency_loss(m, _X, sigma=v)),
+    ("sigma", lambda m, v: perturb(_X, sigma=v)),
+    ("label_smoothing", lambda m, v: noisy_loss(m, _X, _Y, sigma=0.1, label_smoothing=v)),
+    ("clamp[1]", lambda m, v: fgm_loss(m, _X, _Y, eps=0.1, clamp=(0.0, v))),
+    ("eps", lambda m, v: FGM(eps=v)),
+    ("eps", lambda m, v: VAT(eps=v)),
+    ("sigma", lambda m, v: NoisyLoss(sigma=v)),
+]
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize(("name", "call"), _BAD, ids=[f"{n}-{i}" for i, (n, _) in enumerate(_BAD)])
+def test_non_finite_hyperparameters_are_rejected(name: str, call, value: float) -> None:
+    """Before: eps=inf etc. were accepted and gave NaN/inf losses."""
+    with pytest.raises(ValueError, match=re.escape(name) + " must be"):
+        call(mlp(), value)
+
+
+def test_integer_and_range_hyperparameters() -> None:
+    model = mlp()
+    with pytest.raises(TypeError, match="steps must be an integer"):
+        pgd_loss(model, _X, _Y, eps=0.1, steps=2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="n_power must be an integer"):
+        vat_loss(model, _X, n_power=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_samples must be >= 1"):
+        smoothness_penalty(model, _X, n_samples=0)
+    with pytest.raises(ValueError, match="label_smoothing must be < 1"):
+        noisy_loss(model, _X, _Y, sigma=0.1, label_smoothing=1.0)
+    with pytest.raises(ValueError, match="clamp must satisfy low < high"):
+        fgm_loss(model, _X, _Y, eps=0.1, clamp=(1.0, 0.0))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        vat_loss(model, _X, reduction="avg")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        NoiseConsistencyLoss(sigma=0.0)
+
+
+# --------------------------------------------------------------------------- what users pass
+
+
+class _Keyword(nn.Module):
+    """A model with a keyword-only mask argument: model(x, mask=m)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = mlp()
+
+    def forward(self, x: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        out = self.net(x)
+        return out if mask is None else out.masked_fill(~mask, -5.0)
+
+
+def test_dict_batches_are_passed_as_keyword_arguments() -> None:
+    """Before: a dict was a TypeError (the model was called positionally only)."""
+    model = _Keyword()
+    x, y = torch.randn(6, 5, dtype=D64), torch.randint(0, 3, (6,))
+    mask = torch.ones(6, 3, dtype=torch.bool)
+    mask[:3, 2] = False
+    batch = {"x": x, "mask": mask}
+
+    def ref_fgm() -> Tensor:
+        xx = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xx, mask=mask), y), xx)
+        d = 0.2 * g / g.norm(dim=1, keepdim=True)
+        return F.cross_entropy(model(x, mask=mask), y) + F.cross_entropy(model(x + d, mask=mask), y)
+
+    want = flat_grad(ref_fgm(), model)
+    torch.testing.assert_close(flat_grad(fgm_loss(model, batch, y, eps=0.2), model), want)
+    torch.testing.assert_close(flat_grad(fgm_loss(model, batch, y, eps=0.2, site="input:x"), model), want)
+    for fn in (
+        lambda: pgd_loss(model, batch, y, eps=0.2, steps=2),
+        lambda: vat_loss(model, batch, eps=0.5, xi=1e-3),
+        lambda: gradient_penalty_loss(model, batch, y),
+        lambda: gradient_penalty_loss(model, batch, y, method="finite_difference"),
+        lambda: smoothness_penalty(model, batch),
+        lambda: noisy_loss(model, batch, y, sigma=0.1, site="weights"),
+        lambda: noise_consistency_loss(model, batch, sigma=0.1, site="net.1"),
+    ):
+        loss = fn()
+        assert torch.isfinite(loss)
+        loss.backward()
+    with pytest.raises(ValueError, match="exactly one floating tensor"):
+        fgm_loss(model, {"x": x, "mask": mask, "other": x}, y, eps=0.1)
+    with pytest.raises(ValueError, match="use site='embedding'"):
+        fgm_loss(nn.Sequential(nn.Embedding(5, 3), nn.Flatten()), torch.tensor([[1], [2]]), y[:2], eps=0.1)
+
+
+class _NoSyncRecorder(nn.Module):
+    """Follows DDP's protocol: records whether each forward ran inside no_sync()."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.in_no_sync, self.passes = inner, False, []
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self.in_no_sync = True
+        try:
+            yield
+        finally:
+            self.in_no_sync = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.passes.append(self.in_no_sync)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize(
+    ("name", "n_passes"),
+    [("fgm", 2), ("fgm_hidden", 2), ("pgd", 4), ("gp_fd", 2), ("gp_fd_hidden", 2), ("vat", 3), ("noisy", 3)],
+)
+def test_every_extra_pass_but_the_last_runs_in_no_sync(name: str, n_passes: int) -> None:
+    model = _NoSyncRecorder(mlp())
+    x, y = torch.randn(4, 5, dtype=D64), torch.randint(0, 3, (4,))
+    calls = {
+        "fgm": lambda: fgm_loss(model, x, y, eps=0.1),
+        "fgm_hidden": lambda: fgm_loss(model, x, y, eps=0.1, site="inner.1"),
+        "pgd": lambda: pgd_loss(model, x, y, eps=0.1, steps=3),
+        "gp_fd": lambda: gradient_penalty_loss(model, x, y, method="finite_difference"),
+        "gp_fd_hidden": lambda: gradient_penalty_loss(model, x, y, site="inner.1", method="finite_difference"),
+        "vat": lambda: vat_loss(model, x, eps=0.5, xi=1e-3),
+        "noisy": lambda: noisy_loss(model, x, y, sigma=0.1, k=3),
+    }
+    calls[name]().backward()
+    # Only the last pass, whose graph loss.backward() goes through, prepares the gradient reduction.
+    assert model.passes == [True] * (n_passes - 1) + [False]

@@ -16,7 +16,7 @@ from .noise import (
     noisy_loss,
     perturb,
 )
-from .vat import VAT, conditional_entropy, vat_direction, vat_loss
+from .vat import VAT, conditional_entropy, probe_radius, vat_direction, vat_loss
 
 __all__ = [
     "FGM",
@@ -38,6 +38,7 @@ __all__ = [
     "noisy_loss",
     "perturb",
     "pgd_loss",
+    "probe_radius",
     "smoothness_penalty",
     "vat_direction",
     "vat_loss",

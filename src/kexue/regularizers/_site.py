@@ -1,9 +1,20 @@
 """Where a perturbation acts: the model input, a submodule's output (embedding, hidden layer) or the weights.
 
-Every regulariser in this package takes ``(model, inputs)`` and a ``site``. A site is resolved once per call
-into a forward pass that can replace the clean value ``v`` at that site by ``transform(v)``:
+Every regulariser in this package takes ``(model, inputs)`` and a ``site``. ``inputs`` is what the model is
+called with:
 
-* ``"input"``: ``v`` is ``inputs[0]``; the model is called as ``model(transform(v), *inputs[1:])``.
+* a tensor ``x``: ``model(x)``;
+* a tuple or list ``(x, *more)``: ``model(x, *more)``. For a Hugging Face model (one with ``main_input_name``
+  and ``config``) a tuple is read in the tokenizer's order ``(input_ids, attention_mask, token_type_ids)`` and
+  passed *by keyword*, because positional order differs between architectures (GPT-2's second parameter is
+  ``past_key_values``, not the mask);
+* a mapping (``dict``, Hugging Face ``BatchEncoding``): ``model(**inputs)``, the way to pass keyword arguments.
+
+A site is resolved once per call into a forward pass that can replace the clean value ``v`` at that site by
+``transform(v)``:
+
+* ``"input"``: ``v`` is the floating input: ``x`` (the first element of a tuple); for a mapping its
+  ``"inputs_embeds"`` entry, else its only floating tensor; ``"input:<key>"`` names the entry.
 * ``"embedding"``: ``v`` is the output of the model's token-embedding layer (``model.get_input_embeddings()``
   when the model has it, else its only :class:`torch.nn.Embedding`), changed through a forward hook. The
   weight matrix is never edited or looked up by name, so nothing has to be restored afterwards and any model
@@ -11,14 +22,25 @@ into a forward pass that can replace the clean value ``v`` at that site by ``tra
 * a dotted submodule name or an :class:`torch.nn.Module` inside the model: ``v`` is that module's output
   (hidden activations).
 
+Inputs computed upstream (``inputs_embeds`` from the model's own embedding, features from the user's encoder)
+are differentiated through: the clean pass runs on a detached copy of every input that requires grad, and its
+gradient is handed back to the original tensor by the returned loss, so one ``loss.backward()`` reaches the
+upstream graph exactly once.
+
+A model wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` (or ``DataParallel``) is unwrapped for
+the site and the Hugging Face checks; every extra forward pass but the last runs inside ``model.no_sync()``, so
+only the pass whose graph ``loss.backward()`` goes through prepares the gradient all-reduce.
+
 The helpers here also check that the model returns logits, normalise directions per sample or globally, keep
-BatchNorm running statistics untouched by probe passes and switch dropout off for them.
+BatchNorm running statistics untouched by probe passes, switch dropout off for them, and replay the random
+number generators so that passes that must see the same dropout mask do (:class:`RngReplay`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal, Union
 
 import torch
@@ -26,9 +48,12 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
+from .._validate import check_real
+
 __all__ = [
     "DoubleBackwardError",
     "Inputs",
+    "RngReplay",
     "Site",
     "check_double_backward",
     "dropout_disabled",
@@ -37,41 +62,79 @@ __all__ = [
 ]
 
 Site = Union[Literal["input", "embedding"], str, nn.Module]  # noqa: UP007 (runtime alias, py3.10)
-Inputs = Union[Tensor, Sequence[Tensor]]  # noqa: UP007
+Inputs = Union[Tensor, Sequence[Any], Mapping[str, Any]]  # noqa: UP007
 Transform = Callable[[Tensor, Tensor | None], Tensor]
+
+# The tokenizer's order of a Hugging Face batch, used to name the elements of a tuple.
+_HF_POSITIONAL = ("attention_mask", "token_type_ids")
 
 
 class DoubleBackwardError(RuntimeError):
     """A gradient penalty needs double backward through an op that does not implement it."""
 
 
-def as_tuple(inputs: Inputs) -> tuple[Tensor, ...]:
+def check_positive(name: str, value: Any) -> float:
+    """A finite real number > 0 (``kexue._validate.check_real``)."""
+    return check_real(name, value, low=0.0, low_inclusive=False)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (else ``model``)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    return model
+
+
+def _is_hf(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "main_input_name", None), str) and hasattr(model, "config")
+
+
+def call_args(model: nn.Module, inputs: Inputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` for ``model(*args, **kwargs)`` from a tensor, a sequence or a mapping."""
     if isinstance(inputs, Tensor):
-        return (inputs,)
-    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, Tensor) for t in inputs):
-        return tuple(inputs)
-    raise TypeError(f"inputs must be a Tensor or a non-empty sequence of Tensors, got {type(inputs).__name__}")
-
-
-def check_positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        return (inputs,), {}
+    if isinstance(inputs, Mapping):
+        if not inputs or not all(isinstance(k, str) for k in inputs):
+            raise TypeError(f"inputs as a mapping must be a non-empty dict of keyword arguments, got {inputs!r}")
+        if not any(isinstance(v, Tensor) for v in inputs.values()):
+            raise TypeError(f"inputs as a mapping must hold at least one Tensor, got keys {list(inputs)}")
+        return (), dict(inputs)
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], Tensor):
+        core = unwrap(model)
+        if _is_hf(core) and len(inputs) > 1:
+            names: tuple[str, ...] = (str(core.main_input_name), *_HF_POSITIONAL)
+            if len(inputs) > len(names):
+                raise TypeError(
+                    f"inputs: a tuple of {len(inputs)} elements for the Hugging Face model {type(core).__name__} is "
+                    f"ambiguous (a tuple is read as {names}); pass a dict of keyword arguments instead"
+                )
+            params = inspect.signature(core.forward).parameters
+            missing = [n for n in names[: len(inputs)] if n not in params]
+            if missing:
+                raise TypeError(
+                    f"inputs: {type(core).__name__}.forward has no parameter {missing[0]!r} for element "
+                    f"{names.index(missing[0])} of the tuple (read as {names}); pass a dict of keyword arguments"
+                )
+            return (), dict(zip(names, inputs))
+        return tuple(inputs), {}
+    raise TypeError(
+        "inputs must be a Tensor, a non-empty sequence whose first element is a Tensor, or a mapping of keyword "
+        f"arguments, got {type(inputs).__name__}"
+    )
 
 
 def find_embedding(model: nn.Module) -> nn.Module:
     """The token-embedding layer of ``model``.
 
     ``model.get_input_embeddings()`` when the model defines it (Hugging Face models), else the only
-    :class:`torch.nn.Embedding` submodule.
+    :class:`torch.nn.Embedding` submodule. A ``DistributedDataParallel`` wrapper is looked through.
 
     Raises:
         ValueError: no embedding layer, or several and no ``get_input_embeddings`` to choose between them.
     """
+    model = unwrap(model)
     getter = getattr(model, "get_input_embeddings", None)
     if callable(getter):
         emb = getter()
@@ -94,27 +157,61 @@ def find_embedding(model: nn.Module) -> nn.Module:
 
 
 def resolve(model: nn.Module, site: Site) -> nn.Module | None:
-    """``None`` for the input site, else the module whose output is perturbed."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    """``None`` for the input site, else the module whose output is perturbed (names relative to the unwrapped
+    model)."""
+    core = unwrap(model)
     if isinstance(site, nn.Module):
         if not any(m is site for m in model.modules()):
-            raise ValueError(f"site module {type(site).__name__} is not a submodule of {type(model).__name__}")
+            raise ValueError(f"site module {type(site).__name__} is not a submodule of {type(core).__name__}")
         return site
-    if site == "input":
+    if site == "input" or (isinstance(site, str) and site.startswith("input:")):
         return None
     if site == "embedding":
-        return find_embedding(model)
+        return find_embedding(core)
     if isinstance(site, str):
         try:
-            return model.get_submodule(site)
+            return core.get_submodule(site)
         except AttributeError:
-            names = [n for n, _ in model.named_modules() if n][:20]
+            names = [n for n, _ in core.named_modules() if n][:20]
             raise ValueError(
-                f"site={site!r} is neither 'input', 'embedding' nor a submodule of {type(model).__name__} "
+                f"site={site!r} is neither 'input', 'embedding' nor a submodule of {type(core).__name__} "
                 f"(submodules: {', '.join(names)}...)"
             ) from None
     raise TypeError(f"site must be 'input', 'embedding', a submodule name or an nn.Module, got {site!r}")
+
+
+def _input_key(site: Site, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | str:
+    """Where the value of the input site sits: an index into ``args`` or a key of ``kwargs``."""
+    explicit = site[len("input:") :] if isinstance(site, str) and site.startswith("input:") else None
+    key: int | str
+    if args and explicit is None:
+        key = 0
+    elif explicit is not None:
+        if explicit in kwargs:
+            key = explicit
+        elif explicit.isdigit() and int(explicit) < len(args):
+            key = int(explicit)
+        else:
+            raise ValueError(f"site={site!r}: no input {explicit!r} among {list(kwargs) or len(args)}")
+    elif "inputs_embeds" in kwargs:
+        key = "inputs_embeds"
+    else:
+        floats = [k for k, v in kwargs.items() if isinstance(v, Tensor) and v.is_floating_point()]
+        if len(floats) != 1:
+            raise ValueError(
+                f"site='input' on a mapping needs an 'inputs_embeds' entry or exactly one floating tensor, got "
+                f"floating entries {floats} among {list(kwargs)}: name one with site='input:<key>', or perturb "
+                "the token embedding with site='embedding'"
+            )
+        key = floats[0]
+    value = args[key] if isinstance(key, int) else kwargs[key]
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        what = f"{type(value).__name__}" if not isinstance(value, Tensor) else f"a {value.dtype} tensor"
+        raise ValueError(
+            f"site={site!r} perturbs a floating tensor, but input {key!r} is {what} (token ids?): use "
+            "site='embedding' to perturb the embedding output, or pass inputs_embeds"
+        )
+    return key
 
 
 def as_logits(out: Any, batch: int) -> Tensor:
@@ -136,6 +233,66 @@ def as_logits(out: Any, batch: int) -> Tensor:
     return out
 
 
+def check_target(logits: Tensor, target: Any) -> None:
+    """``target`` is a tensor with the logits' batch size."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a Tensor, got {type(target).__name__}")
+    if target.dim() == 0:
+        raise ValueError("target must have a batch dimension, got a 0-d tensor")
+    if target.shape[0] != logits.shape[0]:
+        raise ValueError(f"target has batch size {target.shape[0]}, logits {tuple(logits.shape)}")
+
+
+def check_static_graph(model: nn.Module, what: str) -> None:
+    """Refuse ``DistributedDataParallel(static_graph=True)``: its reducer fires during ``torch.autograd.grad``
+    and assumes one forward per backward, so extra passes give silently wrong gradients."""
+    if getattr(model, "static_graph", False):
+        raise ValueError(
+            f"{what}: DistributedDataParallel(static_graph=True) is not supported (extra forward passes and input "
+            "gradients taken with torch.autograd.grad break its gradient reduction); wrap the model with "
+            "static_graph=False"
+        )
+
+
+def extra_pass(model: nn.Module) -> AbstractContextManager[Any]:
+    """Context for a forward pass that is not the last: ``model.no_sync()`` when the model has it (DDP), else a
+    no-op.
+
+    DDP prepares the gradient all-reduce in every forward pass run with grad enabled; only the last pass,
+    whose graph ``loss.backward()`` goes through, should do so.
+    """
+    no_sync = getattr(model, "no_sync", None)  # DDP, FSDP and wrappers that follow their protocol
+    if callable(no_sync):
+        ctx: AbstractContextManager[Any] = no_sync()
+        return ctx
+    return nullcontext()
+
+
+class RngReplay:
+    """Replay the global random number generators (CPU and every CUDA device in use) across forward passes.
+
+    Created before the first pass; :meth:`restore` before each later pass puts the generators back where they
+    were, so every pass draws the same dropout masks (and any other random numbers the model draws). The
+    user's stream therefore ends where *one* pass would have left it. Unlike
+    :func:`torch.random.fork_rng`, nothing is restored on exit: the next training step draws fresh masks.
+    """
+
+    def __init__(self, *tensors: Tensor) -> None:
+        self.cpu = torch.get_rng_state()
+        devices = {t.device for t in tensors if t.device.type == "cuda"}
+        self.cuda = {d: torch.cuda.get_rng_state(d) for d in devices}
+
+    @classmethod
+    def for_pass(cls, model: nn.Module, fwd: Forward) -> RngReplay:
+        """Save the generators of every device holding the model's parameters or the inputs."""
+        return cls(*fwd.tensors(), *(p for p in model.parameters()))
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        for d, state in self.cuda.items():
+            torch.cuda.set_rng_state(state, d)
+
+
 class Forward:
     """A forward pass of ``model`` on ``inputs`` with the value at ``site`` replaced by ``transform(v, ids)``.
 
@@ -143,29 +300,78 @@ class Forward:
     direction can be tied across equal tokens (the author's whole-matrix normalisation); otherwise ``None``.
     After a call, ``self.value`` is the clean value seen at the site (part of the autograd graph when
     ``need_grad``) and ``self.ids`` the token ids.
+
+    With ``cut=True`` every input tensor that requires grad (computed upstream) is replaced by a detached leaf
+    for this pass; ``self.cut`` lists the ``(original, leaf)`` pairs, so the caller can take the clean gradient
+    w.r.t. the leaves and hand it to the originals (:func:`linear_surrogate`) in the one final backward.
     """
 
     def __init__(self, model: nn.Module, inputs: Inputs, site: Site) -> None:
         self.model = model
-        self.inputs = as_tuple(inputs)
+        self.core = unwrap(model)
+        self.args, self.kwargs = call_args(model, inputs)
         self.module = resolve(model, site)
-        self.batch = self.inputs[0].shape[0]
+        self.key: int | str | None = None
+        if self.module is None:
+            self.key = _input_key(site, self.args, self.kwargs)
+            first: Tensor = self._get(self.args, self.kwargs, self.key)
+        else:
+            first = next(t for t in self.tensors())
+        self.batch = first.shape[0]
         self.value: Tensor | None = None
         self.ids: Tensor | None = None
+        self.cut: list[tuple[Tensor, Tensor]] = []
         self.num_embeddings: int | None = self.module.num_embeddings if isinstance(self.module, nn.Embedding) else None
 
-    def __call__(self, transform: Transform | None = None, *, need_grad: bool = False) -> Tensor:
+    def tensors(self) -> list[Tensor]:
+        """The tensors among the inputs."""
+        return [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, Tensor)]
+
+    @property
+    def input(self) -> Tensor:
+        """The clean value of the input site."""
+        assert self.key is not None
+        return self._get(self.args, self.kwargs, self.key)
+
+    @staticmethod
+    def _get(args: Sequence[Any], kwargs: Mapping[str, Any], key: int | str) -> Any:
+        return args[key] if isinstance(key, int) else kwargs[key]
+
+    def _cut_inputs(self) -> tuple[list[Any], dict[str, Any]]:
+        leaves: dict[int, Tensor] = {}
+        self.cut = []
+
+        def leaf(v: Any) -> Any:
+            if not isinstance(v, Tensor) or not v.requires_grad:
+                return v
+            if id(v) not in leaves:
+                leaves[id(v)] = v.detach().requires_grad_(True)
+                self.cut.append((v, leaves[id(v)]))
+            return leaves[id(v)]
+
+        return [leaf(a) for a in self.args], {k: leaf(v) for k, v in self.kwargs.items()}
+
+    def __call__(self, transform: Transform | None = None, *, need_grad: bool = False, cut: bool = False) -> Tensor:
+        if cut:
+            args, kwargs = self._cut_inputs()
+        else:
+            args, kwargs = list(self.args), dict(self.kwargs)
         if self.module is None:
-            x = self.inputs[0]
+            assert self.key is not None
+            x = self._get(args, kwargs, self.key)
             if need_grad and not x.requires_grad:
                 x = x.detach().requires_grad_(True)
             self.value = x
             v = transform(x, None) if transform is not None else x
-            return as_logits(self.model(v, *self.inputs[1:]), self.batch)
+            if isinstance(self.key, int):
+                args[self.key] = v
+            else:
+                kwargs[self.key] = v
+            return as_logits(self.model(*args, **kwargs), self.batch)
 
         calls: list[int] = []
 
-        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+        def hook(mod: nn.Module, hook_args: tuple[Any, ...], out: Any) -> Any:
             if not isinstance(out, Tensor):
                 raise ValueError(f"site module {type(mod).__name__} must return a Tensor, got {type(out).__name__}")
             calls.append(1)
@@ -177,18 +383,42 @@ class Forward:
             if need_grad and not out.requires_grad:
                 out = out.detach().requires_grad_(True)
             self.value = out
-            ids = args[0] if args and isinstance(args[0], Tensor) and not args[0].is_floating_point() else None
-            self.ids = ids
-            return transform(out, ids) if transform is not None else out
+            ids = hook_args[0] if hook_args and isinstance(hook_args[0], Tensor) else None
+            self.ids = ids if ids is not None and not ids.is_floating_point() else None
+            return transform(out, self.ids) if transform is not None else out
 
         handle = self.module.register_forward_hook(hook)
         try:
-            out = self.model(*self.inputs)
+            out = self.model(*args, **kwargs)
         finally:
             handle.remove()
         if not calls:
-            raise ValueError(f"site module {type(self.module).__name__} did not run in the model's forward")
+            hint = " (inputs_embeds given? then perturb it with site='input')" if "inputs_embeds" in kwargs else ""
+            raise ValueError(f"site module {type(self.module).__name__} did not run in the model's forward{hint}")
         return as_logits(out, self.batch)
+
+    def clean_gradients(
+        self, loss: Tensor, params: Sequence[Tensor], scale: float = 1.0
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor | None]]]:
+        """After a ``cut`` pass: ``(grad of loss w.r.t. the site value, [(tensor, its clean gradient)])``.
+
+        One backward gives the site gradient, the parameters' clean gradient and the gradient of every upstream
+        input (handed to the original tensor, so it reaches the upstream graph). ``loss`` is multiplied by
+        ``scale`` (a GradScaler's) and the gradients divided by it; the site gradient is detached.
+        """
+        v = self.value
+        assert v is not None
+        leaves = [leaf for _, leaf in self.cut if leaf is not v]
+        grads = torch.autograd.grad(loss * scale, [v, *params, *leaves], allow_unused=True)
+        g_v = grads[0]
+        if g_v is None:
+            g_v = torch.zeros_like(v)
+        unscaled = [None if g is None else g / scale for g in grads]
+        by_leaf = dict(zip(map(id, leaves), unscaled[1 + len(params) :]))
+        by_leaf[id(v)] = unscaled[0]
+        carried: list[tuple[Tensor, Tensor | None]] = list(zip(params, unscaled[1 : 1 + len(params)]))
+        carried += [(orig, by_leaf[id(leaf)]) for orig, leaf in self.cut]
+        return g_v.detach() / scale, carried
 
 
 def normalize(
@@ -318,14 +548,15 @@ class _GradientCarrier(torch.autograd.Function):
         return (None, None, *(g * scale.to(g.dtype) for g in ctx.grads))
 
 
-def linear_surrogate(params: Sequence[Tensor], grads: Sequence[Tensor | None], coef: Tensor | float = 1.0) -> Tensor:
-    """A zero-valued scalar whose gradient w.r.t. each parameter is ``coef`` times the given gradient.
+def linear_surrogate(carried: Sequence[tuple[Tensor, Tensor | None]], coef: Tensor | float = 1.0) -> Tensor:
+    """A zero-valued scalar whose gradient w.r.t. each tensor is ``coef`` times the given gradient.
 
     Lets a loss function compute the clean gradient of the parameters and of the input in *one* backward pass
     and still return a loss tensor for the caller's ``loss.backward()`` (the detached gradient is handed over
-    as is, scaled by the incoming gradient, e.g. a GradScaler's scale).
+    as is, scaled by the incoming gradient, e.g. a GradScaler's scale). A tensor may be a parameter or a
+    non-leaf input computed upstream, whose graph then receives its share in the same backward.
     """
-    pairs = [(p, g.detach()) for p, g in zip(params, grads) if g is not None]
+    pairs = [(p, g.detach()) for p, g in carried if g is not None]
     if not pairs:
         return torch.zeros(())
     ps, gs = zip(*pairs)

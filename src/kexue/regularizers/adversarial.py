@@ -12,6 +12,17 @@ parameter gradient through a zero-valued linear term, so ``loss.backward()`` cos
 GradScaler: pass ``scaler`` and the inner gradient is taken on the scaled loss and unscaled, so float16
 gradients do not underflow; a non-finite inner gradient gives a zero perturbation and leaves the non-finite
 clean gradient in place, so ``scaler.step`` skips the step exactly as it would without the regulariser.
+
+Dropout: the adversarial pass (and each PGD ascent step) draws a *fresh* dropout mask, as in the author's Keras
+code (every training-phase call samples its own mask) and in the usual PyTorch FGM/PGD loops, where the attack
+is a new training-mode forward. The direction is the gradient under the clean pass's mask, applied to a
+differently masked network; :func:`~kexue.regularizers.gradient_penalty_loss` is the mask-consistent
+equivalent.
+
+Inputs computed upstream (``inputs_embeds`` from the model's own embedding, the output of the user's encoder)
+receive both the clean and the adversarial gradient through the returned loss. Under
+``DistributedDataParallel`` the clean pass and the ascent steps run in ``no_sync()``; only the final
+adversarial pass prepares the gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -23,7 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._site import Forward, Inputs, Site, check_choice, check_positive, linear_surrogate, normalize, trainable
+from .._validate import check_choice, check_int, check_real
+from ._site import (
+    Forward,
+    Inputs,
+    Site,
+    check_positive,
+    check_static_graph,
+    check_target,
+    extra_pass,
+    linear_surrogate,
+    normalize,
+    trainable,
+)
 
 __all__ = ["FGM", "PGD", "fgm_loss", "pgd_loss"]
 
@@ -63,27 +86,36 @@ def _scale(scaler: Any) -> float:
 
 def _clean_grads(
     fwd: Forward, target: Tensor, lf: LossFn, params: list[nn.Parameter], scaler: Any
-) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-    logits = fwd(need_grad=True)
-    if target.shape[0] != logits.shape[0]:
-        raise ValueError(f"target has batch size {target.shape[0]}, logits {tuple(logits.shape)}")
+) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor | None]]]:
+    """Clean pass: ``(loss, grad at the site, [(tensor, clean gradient)])`` from one backward.
+
+    The inputs are cut from their upstream graph for this pass (``Forward(cut=True)``), so the backward stops
+    at them; their clean gradient is handed back to the original tensors by the returned loss.
+    """
+    with extra_pass(fwd.model):
+        logits = fwd(need_grad=True, cut=True)
+    check_target(logits, target)
     loss = lf(logits, target)
-    s = _scale(scaler)
-    v = fwd.value
-    assert v is not None
-    grads = torch.autograd.grad(loss * s, [v, *params], allow_unused=True)
-    g = grads[0]
-    assert g is not None
-    g = g.detach() / s
+    g, carried = fwd.clean_gradients(loss, params, _scale(scaler))
     if not torch.isfinite(g).all():
         g = torch.zeros_like(g)  # overflow under the scaler: no perturbation, the scaler will skip the step
-    return loss, g, [None if gp is None else gp / s for gp in grads[1:]]
+    return loss, g, carried
 
 
 def _validate(eps: float, norm: str, scope: str) -> None:
     check_positive("eps", eps)
     check_choice("norm", norm, ("l2", "linf", "sign", "none"))
     check_choice("scope", scope, ("per_sample", "global"))
+
+
+def _check_clamp(clamp: Any) -> None:
+    if clamp is None:
+        return
+    if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
+        raise TypeError(f"clamp must be a (low, high) pair or None, got {clamp!r}")
+    low, high = check_real("clamp[0]", clamp[0]), check_real("clamp[1]", clamp[1])
+    if not low < high:
+        raise ValueError(f"clamp must satisfy low < high, got {tuple(clamp)!r}")
 
 
 def fgm_loss(
@@ -105,16 +137,19 @@ def fgm_loss(
     Article: https://kexue.fm/archives/7234 (to first order the parameter gradient equals that of
     ``L + 0.5 eps ||grad_x L||^2`` for ``norm="none"`` and of ``L + eps ||grad_x L||`` for ``norm="l2"``).
     The author's text example perturbs the embedding with ``eps = 0.5`` and one norm over the whole embedding
-    gradient: ``site="embedding", scope="global"``.
+    gradient: ``site="embedding", scope="global"``. The adversarial pass draws a fresh dropout mask (see the
+    module docstring).
 
     Args:
-        model: returns logits ``(B, C)``.
-        inputs: ``x`` or ``(x, *more)``.
+        model: returns logits ``(B, C)`` (or an output with ``.logits``); may be wrapped in DDP.
+        inputs: ``x``, ``(x, *more)`` or a dict of keyword arguments / ``BatchEncoding`` (``model(**inputs)``);
+            see :mod:`kexue.regularizers._site` for how tuples are passed to Hugging Face models.
         target: labels for ``loss_fn``.
-        eps: step size / radius (> 0).
-        site: ``"input"``, ``"embedding"`` (embedding output, hooked) or a hidden module.
+        eps: step size / radius (finite, > 0).
+        site: ``"input"`` (``"input:<key>"`` for a dict), ``"embedding"`` (embedding output, hooked) or a hidden
+            module.
         norm: ``"l2"`` (normalised gradient), ``"linf"``/``"sign"`` (FGSM sign step), ``"none"`` (raw
-        gradient).
+            gradient).
         scope: l2 normalisation per sample or over the whole tensor (over the embedding matrix for an
             embedding site, tying equal tokens).
         loss_fn: ``loss_fn(logits, target) -> scalar``; default mean cross entropy.
@@ -123,13 +158,21 @@ def fgm_loss(
         scaler: a :class:`torch.amp.GradScaler` the caller uses for ``scaler.scale(loss).backward()``.
 
     Returns:
-        Scalar loss; ``loss.backward()`` gives the clean plus adversarial parameter gradients.
+        Scalar loss; ``loss.backward()`` gives the clean plus adversarial gradients of the parameters and of
+        any input computed upstream.
+
+    Raises:
+        ValueError: a hyperparameter is non-finite or out of range, the target's batch size differs, the
+            model is ``DistributedDataParallel(static_graph=True)``.
+        TypeError: ``inputs`` or ``target`` of the wrong kind.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
         >>> fgm_loss(m, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), eps=0.1).backward()
     """
     _validate(eps, norm, scope)
+    _check_clamp(clamp)
+    check_static_graph(model, "fgm_loss")
     lf: LossFn = loss_fn or F.cross_entropy
     fwd = Forward(model, inputs, site)
     if clamp is not None and fwd.module is not None:
@@ -139,9 +182,9 @@ def fgm_loss(
         # adversarial pass reuses the clean site value, so the layers before it (e.g. a large embedding
         # matrix, whose dense gradient dominates small text models) are differentiated once, for both terms,
         # by loss.backward().
-        logits = fwd(need_grad=True)
-        if target.shape[0] != logits.shape[0]:
-            raise ValueError(f"target has batch size {target.shape[0]}, logits {tuple(logits.shape)}")
+        with extra_pass(model):
+            logits = fwd(need_grad=True)
+        check_target(logits, target)
         loss = lf(logits, target)
         v = fwd.value
         assert v is not None
@@ -152,16 +195,16 @@ def fgm_loss(
         delta = (eps * _step_direction(g, norm, scope, fwd)).detach()
         v_clean = v
         return loss + lf(fwd(lambda _val, _ids: v_clean + delta), target)
-    params = trainable(model) if include_clean else []
-    loss, g, pgrads = _clean_grads(fwd, target, lf, params, scaler)
+    params = trainable(fwd.core) if include_clean else []
+    loss, g, carried = _clean_grads(fwd, target, lf, params, scaler)
     delta = (eps * _step_direction(g, norm, scope, fwd)).detach()
     if clamp is not None:
-        x = fwd.inputs[0]
+        x = fwd.input.detach()
         delta = (x + delta).clamp(*clamp) - x
     adv = lf(fwd(lambda val, _ids: val + delta), target)
     if not include_clean:
         return adv
-    return loss.detach() + linear_surrogate(params, pgrads) + adv
+    return loss.detach() + linear_surrogate(carried) + adv
 
 
 def pgd_loss(
@@ -187,19 +230,19 @@ def pgd_loss(
 
     Article: https://kexue.fm/archives/7234 (PGD as the multi-step FGM); Madry et al. 2017. The first step
     reuses the clean gradient (computed together with the clean parameter gradient); each further step is one
-    forward and one input-only backward.
+    forward and one input-only backward, with a fresh dropout mask as in the usual PGD loop.
 
     Args:
-        model: returns logits ``(B, C)``.
-        inputs: ``x`` or ``(x, *more)``.
+        model: returns logits ``(B, C)``; may be wrapped in DDP.
+        inputs: ``x``, ``(x, *more)`` or a dict of keyword arguments (see :func:`fgm_loss`).
         target: labels.
-        eps: radius of the ball (> 0).
-        alpha: step size, default ``eps / 4`` (torchattacks' 2/255 for 8/255), or ``eps`` when ``steps == 1``.
+        eps: radius of the ball (finite, > 0).
+        alpha: step size (finite, > 0), default ``eps / 4`` (torchattacks' 2/255 for 8/255), or ``eps`` when
+            ``steps == 1``.
         steps: ascent steps (>= 1).
         site: where ``delta`` is added.
         norm: ``"linf"``/``"sign"`` (sign steps, box projection), ``"l2"`` (normalised steps, ball projection)
-        or
-            ``"none"`` (raw gradient steps, no projection).
+            or ``"none"`` (raw gradient steps, no projection).
         scope: l2 normalisation and projection per sample or for the whole tensor.
         random_start: start from a uniform point in the linf box (or a random point on the l2 sphere).
         loss_fn: default mean cross entropy.
@@ -211,27 +254,42 @@ def pgd_loss(
     Returns:
         Scalar loss.
 
+    Raises:
+        ValueError: a hyperparameter is non-finite or out of range (see :func:`fgm_loss`).
+
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
         >>> pgd_loss(m, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), eps=0.1, steps=2).backward()
     """
     _validate(eps, norm, scope)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    steps = check_int("steps", steps, low=1)
     if alpha is None:
         alpha = eps if steps == 1 else eps / 4
     check_positive("alpha", alpha)
+    _check_clamp(clamp)
+    check_static_graph(model, "pgd_loss")
     lf: LossFn = loss_fn or F.cross_entropy
     fwd = Forward(model, inputs, site)
     if clamp is not None and fwd.module is not None:
         raise ValueError("clamp applies to site='input' only")
-    params = trainable(model) if include_clean else []
-    loss, g, pgrads = _clean_grads(fwd, target, lf, params, scaler)
-    x0 = fwd.inputs[0]
+    params = trainable(fwd.core) if include_clean else []
+    loss, g, carried = _clean_grads(fwd, target, lf, params, scaler)
+    x0 = fwd.input.detach() if clamp is not None else None
 
     def clip(d: Tensor) -> Tensor:
         d = _project(d, eps, norm, scope)
-        return (x0 + d).clamp(*clamp) - x0 if clamp is not None else d
+        return (x0 + d).clamp(*clamp) - x0 if clamp is not None and x0 is not None else d
+
+    def ascent_grad(delta: Tensor) -> Tensor:
+        d = delta.clone().requires_grad_(True)
+
+        def shifted(val: Tensor, _ids: Tensor | None) -> Tensor:
+            return val.detach() + d
+
+        with extra_pass(model):
+            adv_k = lf(fwd(shifted), target)
+        s = _scale(scaler)
+        return torch.autograd.grad(adv_k * s, d)[0].detach() / s
 
     delta = torch.zeros_like(g)
     if random_start:
@@ -241,26 +299,17 @@ def pgd_loss(
         else:
             delta = (torch.rand(g.shape, dtype=g.dtype, device=g.device, generator=generator) * 2 - 1) * eps
         delta = clip(delta)
-        d = delta.clone().requires_grad_(True)
-        adv0 = lf(fwd(lambda val, _ids: val.detach() + d), target)
-        g = torch.autograd.grad(adv0 * _scale(scaler), d)[0].detach() / _scale(scaler)
+        g = ascent_grad(delta)
     for k in range(steps):
         if k > 0:
-            d = delta.clone().requires_grad_(True)
-
-            def shifted(val: Tensor, _ids: Tensor | None, d: Tensor = d) -> Tensor:
-                return val.detach() + d
-
-            adv_k = lf(fwd(shifted), target)
-            s = _scale(scaler)
-            g = torch.autograd.grad(adv_k * s, d)[0].detach() / s
+            g = ascent_grad(delta)
         if not torch.isfinite(g).all():
             break
         delta = clip(delta + alpha * _step_direction(g, norm, scope, fwd)).detach()
     adv = lf(fwd(lambda val, _ids: val + delta), target)
     if not include_clean:
         return adv
-    return loss.detach() + linear_surrogate(params, pgrads) + adv
+    return loss.detach() + linear_surrogate(carried) + adv
 
 
 class FGM(nn.Module):
@@ -324,6 +373,9 @@ class PGD(nn.Module):
     ) -> None:
         super().__init__()
         _validate(eps, norm, scope)
+        check_int("steps", steps, low=1)
+        if alpha is not None:
+            check_positive("alpha", alpha)
         self.eps, self.alpha, self.steps, self.site = eps, alpha, steps, site
         self.norm, self.scope, self.random_start = norm, scope, random_start
 

@@ -17,6 +17,11 @@ term
   gradient
   of :math:`c\\,\\nabla_xL\\cdot u` (``u`` and ``c`` detached) is :math:`c[\\nabla_\\theta
   L(x+hu)-\\nabla_\\theta L(x)]/h+O(h)`.
+
+The finite difference compares two passes of *one* function: the perturbed pass replays the random number
+generators (CPU and CUDA) of the clean pass, so dropout draws the same masks in both; the generators end where
+one pass leaves them, so the next step still draws fresh masks. Inputs computed upstream (an encoder's output,
+``inputs_embeds`` from the model's own embedding) are differentiated through exactly by both methods.
 """
 
 from __future__ import annotations
@@ -28,14 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validate import check_choice, check_int, check_reduction
 from ._site import (
     DoubleBackwardError,
     Forward,
     Inputs,
+    RngReplay,
     Site,
-    check_choice,
     check_double_backward,
     check_positive,
+    check_static_graph,
+    check_target,
+    extra_pass,
     linear_surrogate,
     normalize,
     per_sample_norm,
@@ -81,11 +90,11 @@ def smoothness_penalty(
 
     Args:
         model: returns logits ``(B, C)``; ``f`` is the logits for MSE, ``softmax(logits)`` for KL.
-        inputs: ``x`` or ``(x, *more)``.
+        inputs: ``x``, ``(x, *more)`` or a dict of keyword arguments (``model(**inputs)``).
         site: where ``x`` is (input, embedding output, hidden module).
         loss: ``"kl"`` or ``"mse"``.
         estimator: ``"exact"`` (C gradients) or ``"rademacher"`` (``n_samples`` gradients).
-        n_samples: Rademacher draws averaged.
+        n_samples: Rademacher draws averaged (an integer >= 1).
         create_graph: keep the graph so the penalty can be trained on (double backward).
         check: with ``create_graph``, raise :class:`DoubleBackwardError` if an op cannot be differentiated
         twice.
@@ -106,9 +115,9 @@ def smoothness_penalty(
     """
     check_choice("loss", loss, ("kl", "mse"))
     check_choice("estimator", estimator, ("exact", "rademacher"))
-    check_choice("reduction", reduction, ("mean", "sum", "none"))
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+    check_reduction(reduction)
+    check_int("n_samples", n_samples, low=1)
+    check_static_graph(model, "smoothness_penalty")
     fwd = Forward(model, inputs, site)
     logits = fwd(need_grad=True)
     v = fwd.value
@@ -174,17 +183,19 @@ def gradient_penalty_loss(
     author's embedding-level example uses ``eps = 1`` on the whole embedding gradient (``scope="global"``).
 
     Args:
-        model: returns logits ``(B, C)``.
-        inputs: ``x`` or ``(x, *more)``.
+        model: returns logits ``(B, C)`` (or an output with ``.logits``); may be wrapped in DDP.
+        inputs: ``x``, ``(x, *more)`` or a dict of keyword arguments / ``BatchEncoding`` (``model(**inputs)``);
+            ``x`` may be computed upstream (requires grad): its graph receives the penalty's gradient.
         target: labels for ``loss_fn``.
-        eps: penalty weight (> 0).
+        eps: penalty weight (finite, > 0).
         site: where ``x`` is: ``"input"``, ``"embedding"`` (the embedding output; with ``scope="global"`` the
             norm is taken over the embedding matrix, tying equal tokens) or a hidden module.
         form: ``"squared"`` (``0.5 eps ||g||^2``) or ``"norm"`` (``eps ||g||``, per sample or global).
         scope: for ``form="norm"``: one norm over the batch (``"global"``) or the sum of per-sample norms.
         method: ``"double_backward"`` (exact, needs every op twice differentiable) or ``"finite_difference"``
-            (first derivatives only; one extra forward/backward at ``x + h u``).
-        fd_step: finite-difference step ``h`` relative to the mean per-sample norm of ``x``.
+            (first derivatives only; one extra forward/backward at ``x + h u``, with the clean pass's dropout
+            masks replayed).
+        fd_step: finite-difference step ``h`` relative to the mean per-sample norm of ``x`` (finite, > 0).
         loss_fn: ``loss_fn(logits, target) -> scalar``; default mean cross entropy.
         check: for double backward, raise :class:`DoubleBackwardError` on ops that cannot be differentiated
         twice.
@@ -197,6 +208,8 @@ def gradient_penalty_loss(
     Raises:
         DoubleBackwardError: double backward is impossible through the model; the message names
             ``method='finite_difference'``.
+        ValueError: ``eps``/``fd_step`` not finite and > 0, an unknown option, the target's batch size differs,
+            ``DistributedDataParallel(static_graph=True)``.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -208,15 +221,15 @@ def gradient_penalty_loss(
     check_choice("form", form, ("squared", "norm"))
     check_choice("scope", scope, ("per_sample", "global"))
     check_choice("method", method, ("double_backward", "finite_difference"))
+    check_static_graph(model, "gradient_penalty_loss")
     lf: LossFn = loss_fn or F.cross_entropy
     fwd = Forward(model, inputs, site)
-    logits = fwd(need_grad=True)
-    v = fwd.value
-    assert v is not None
-    if target.shape[0] != logits.shape[0]:
-        raise ValueError(f"target has batch size {target.shape[0]}, logits {tuple(logits.shape)}")
-    loss = lf(logits, target)
     if method == "double_backward":
+        logits = fwd(need_grad=True)
+        check_target(logits, target)
+        loss = lf(logits, target)
+        v = fwd.value
+        assert v is not None
         g = _grad(loss, v, create_graph=True, what="gradient_penalty_loss")
         if check:
             check_double_backward(g, "gradient_penalty_loss")
@@ -234,34 +247,49 @@ def gradient_penalty_loss(
             pen = eps * per_sample_norm(g).sum()
         return loss + pen
 
-    h_scale = float(per_sample_norm(v.detach()).mean().clamp_min(1e-12))
+    # Finite difference: both passes must see the same function, so the perturbed pass replays the random
+    # number generators of the clean one (same dropout masks); otherwise [grad L(x+hu) - grad L(x)] / h is the
+    # difference of two differently-masked networks divided by a small h.
+    rng = RngReplay.for_pass(model, fwd)
     if fwd.module is not None:
         # Hooked site (embedding / hidden): grad_x L needs only the layers after the site. The perturbed pass
         # reuses the clean site value, so the layers before the site (e.g. a large embedding matrix, whose
-        # dense gradient dominates small text models) are differentiated once for both terms.
+        # dense gradient dominates small text models) are differentiated once for both terms, and so is any
+        # graph upstream of the inputs.
+        with extra_pass(model):
+            logits = fwd(need_grad=True)
+        check_target(logits, target)
+        loss = lf(logits, target)
+        v = fwd.value
+        assert v is not None
         (g,) = torch.autograd.grad(loss, v, retain_graph=True)
         u, c, value = _direction_and_coef(g.detach(), form, scope, eps, fwd)
-        h = fd_step * h_scale
+        h = fd_step * float(per_sample_norm(v.detach()).mean().clamp_min(1e-12))
         step = (h * u).detach()
         v_clean = v
+        rng.restore()
         loss_h = lf(fwd(lambda _val, _ids: v_clean + step), target)
         ch = (c / h).detach()
         total = (1 - ch) * loss + ch * loss_h  # gradient: (1 - c/h) grad L(x) + c/h grad L(x + h u)
         return loss.detach() + value.detach() + (total - total.detach())
 
-    # Input site: one backward gives grad_x L and the clean parameter gradient together.
-    params = trainable(model)
-    grads = torch.autograd.grad(loss, [v, *params], allow_unused=True)
-    g0 = grads[0]
-    assert g0 is not None
-    u, c, value = _direction_and_coef(g0.detach(), form, scope, eps, fwd)
-    h = fd_step * h_scale
+    # Input site: one backward gives grad_x L, the clean parameter gradient and the clean gradient of any
+    # upstream input (the clean pass runs on detached copies of the inputs, see Forward(cut=True)).
+    params = trainable(fwd.core)
+    with extra_pass(model):
+        logits = fwd(need_grad=True, cut=True)
+    check_target(logits, target)
+    loss = lf(logits, target)
+    g0, carried = fwd.clean_gradients(loss, params)
+    u, c, value = _direction_and_coef(g0, form, scope, eps, fwd)
+    h = fd_step * float(per_sample_norm(fwd.input.detach()).mean().clamp_min(1e-12))
     step = (h * u).detach()
-    loss_h = lf(fwd(lambda val, _ids: val + step), target)
+    rng.restore()
+    loss_h = lf(fwd(lambda val, _ids: val + step), target)  # through the original (upstream) inputs
     # d/dtheta [c/h * (L(x+hu) - L(x))]: the L(x) part is the (detached) clean gradient, handed over with
     # weight (1 - c/h) by the linear surrogate so the clean graph needs no second backward.
     ch = (c / h).detach()
-    surrogate = linear_surrogate(params, list(grads[1:]), 1 - ch)
+    surrogate = linear_surrogate(carried, 1 - ch)
     fd_part = ch * loss_h
     return loss.detach() + value.detach() + surrogate + (fd_part - fd_part.detach())
 
@@ -284,6 +312,9 @@ class SmoothnessPenalty(nn.Module):
         n_samples: int = 1,
     ) -> None:
         super().__init__()
+        check_choice("loss", loss, ("kl", "mse"))
+        check_choice("estimator", estimator, ("exact", "rademacher"))
+        check_int("n_samples", n_samples, low=1)
         self.site, self.loss, self.estimator, self.n_samples = site, loss, estimator, n_samples
 
     def forward(self, model: nn.Module, inputs: Inputs) -> Tensor:
@@ -317,6 +348,10 @@ class GradientPenaltyLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("eps", eps)
+        check_positive("fd_step", fd_step)
+        check_choice("form", form, ("squared", "norm"))
+        check_choice("scope", scope, ("per_sample", "global"))
+        check_choice("method", method, ("double_backward", "finite_difference"))
         self.eps, self.site, self.form, self.scope, self.method, self.fd_step = (
             eps,
             site,

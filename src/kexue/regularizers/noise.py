@@ -8,11 +8,18 @@ noise of variance :math:`\\sigma^2` adds :math:`\\tfrac12\\sigma^2\\Delta_x l` (
 label by the clean prediction gives the consistency term :math:`l(f(x+\\varepsilon), f(x))`, which needs no
 label (the semi-supervised recipe) and is, to second order, the lambda-weighted gradient penalty of
 :mod:`kexue.regularizers.gradient_penalty`. Label noise is label smoothing (``label_smoothing``).
+
+Dropout: each of the ``k`` noisy passes draws its own dropout mask, and the clean target of the consistency
+term is computed with dropout off by default (``probe_dropout=False``). Dropout is then one more noise source,
+sampled independently per pass, as in the k-sample estimate of the noisy loss and in Pi-model-style
+consistency training; nothing here is a finite difference that needs equal masks. Under
+``DistributedDataParallel`` every pass but the last runs in ``no_sync()``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -20,7 +27,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ._site import Forward, Inputs, Site, as_logits, as_tuple, check_choice, dropout_disabled
+from .._validate import check_choice, check_int, check_real, check_reduction
+from ._site import (
+    Forward,
+    Inputs,
+    Site,
+    as_logits,
+    call_args,
+    check_positive,
+    check_static_graph,
+    check_target,
+    dropout_disabled,
+    extra_pass,
+)
 
 __all__ = [
     "NoiseConsistencyLoss",
@@ -54,7 +73,7 @@ def perturb(
 
     Args:
         value: any shape.
-        sigma: noise standard deviation, >= 0.
+        sigma: noise standard deviation, finite and >= 0.
         kind: ``"additive"`` or ``"multiplicative"``.
         distribution: ``"gaussian"``, ``"uniform"`` or (multiplicative only) ``"bernoulli"``.
         generator: optional RNG.
@@ -66,10 +85,7 @@ def perturb(
         >>> perturb(torch.zeros(2, 3), sigma=0.0).abs().sum().item()
         0.0
     """
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma!r}")
-    check_choice("kind", kind, ("additive", "multiplicative"))
-    check_choice("distribution", distribution, ("gaussian", "uniform", "bernoulli"))
+    _check_noise(sigma, kind, distribution)
     if sigma == 0:
         return value
     shape, dt, dev = value.shape, value.dtype, value.device
@@ -78,12 +94,18 @@ def perturb(
     elif distribution == "uniform":
         e = (torch.rand(shape, dtype=dt, device=dev, generator=generator) * 2 - 1) * 3**0.5
     else:
-        if kind == "additive":
-            raise ValueError("distribution='bernoulli' is multiplicative noise (dropout); use kind='multiplicative'")
         p = sigma**2 / (1 + sigma**2)
         keep = torch.rand(shape, dtype=dt, device=dev, generator=generator) >= p
         return value * keep.to(dt) / (1 - p)
     return value + sigma * e if kind == "additive" else value * (1 + sigma * e)
+
+
+def _check_noise(sigma: float, kind: str, distribution: str) -> None:
+    check_real("sigma", sigma, low=0.0)
+    check_choice("kind", kind, ("additive", "multiplicative"))
+    check_choice("distribution", distribution, ("gaussian", "uniform", "bernoulli"))
+    if distribution == "bernoulli" and kind == "additive":
+        raise ValueError("distribution='bernoulli' is multiplicative noise (dropout); use kind='multiplicative'")
 
 
 def _weight_noise_logits(
@@ -96,12 +118,13 @@ def _weight_noise_logits(
 ) -> Tensor:
     # The noise goes on a functional copy of the parameters, so the module itself is never edited (nothing to
     # restore, and gradients flow to the clean weights through the perturbation).
-    xs = as_tuple(inputs)
+    args, kwargs = call_args(model, inputs)
     params = {
         n: perturb(p, sigma=sigma, kind=kind, distribution=distribution, generator=gen)
         for n, p in model.named_parameters()
     }
-    return as_logits(functional_call(model, params, xs), xs[0].shape[0])
+    first = next(t for t in (*args, *kwargs.values()) if isinstance(t, Tensor))
+    return as_logits(functional_call(model, params, tuple(args), dict(kwargs)), first.shape[0])
 
 
 def _noisy_logits(
@@ -117,11 +140,6 @@ def _noisy_logits(
         return _weight_noise_logits(model, inputs, sigma, kind, distribution, gen)
     fwd = Forward(model, inputs, site)
     return fwd(lambda v, _ids: perturb(v, sigma=sigma, kind=kind, distribution=distribution, generator=gen))
-
-
-def _check_target(logits: Tensor, target: Tensor) -> None:
-    if target.shape[0] != logits.shape[0]:
-        raise ValueError(f"target has batch size {target.shape[0]}, logits {tuple(logits.shape)}")
 
 
 def noisy_loss(
@@ -144,9 +162,10 @@ def noisy_loss(
 
     Args:
         model: returns logits ``(B, C)``.
-        inputs: ``x`` or ``(x, *more)``; the model is called as ``model(*inputs)``.
+        inputs: ``x``, ``(x, *more)`` (``model(*inputs)``) or a dict of keyword arguments / ``BatchEncoding``
+            (``model(**inputs)``).
         target: class ids ``(B,)`` (or what ``loss_fn`` expects).
-        sigma: noise standard deviation (0 = no noise, e.g. label smoothing alone).
+        sigma: noise standard deviation, finite and >= 0 (0 = no noise, e.g. label smoothing alone).
         site: ``"input"``, ``"embedding"``, a submodule (hidden activations) or ``"weights"``.
         kind: additive or multiplicative noise (see :func:`perturb`).
         distribution: noise distribution.
@@ -158,21 +177,27 @@ def noisy_loss(
     Returns:
         Scalar loss.
 
+    Raises:
+        ValueError: ``sigma`` not finite and >= 0, ``label_smoothing`` outside ``[0, 1)``, ``k`` < 1, the
+            target's batch size differs.
+
     Example:
         >>> m = nn.Linear(4, 3)
         >>> noisy_loss(m, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), sigma=0.1, k=2).shape
         torch.Size([])
     """
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    _check_noise(sigma, kind, distribution)
+    k = check_int("k", k, low=1)
+    check_real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_inclusive=False)
     if loss_fn is not None and label_smoothing:
         raise ValueError("label_smoothing applies to the default cross entropy; fold it into loss_fn instead")
+    if k > 1:
+        check_static_graph(model, "noisy_loss with k > 1")
     total: Tensor | None = None
-    for _ in range(k):
-        logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
-        _check_target(logits, target)
+    for i in range(k):
+        with extra_pass(model) if i < k - 1 else nullcontext():
+            logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
+        check_target(logits, target)
         loss = loss_fn(logits, target) if loss_fn else F.cross_entropy(logits, target, label_smoothing=label_smoothing)
         total = loss if total is None else total + loss
     assert total is not None
@@ -197,7 +222,7 @@ def consistency_divergence(
     if logits.shape != clean_logits.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and clean_logits {tuple(clean_logits.shape)} differ")
     check_choice("loss", loss, ("kl", "mse"))
-    check_choice("reduction", reduction, ("mean", "sum", "none"))
+    check_reduction(reduction)
     if loss == "kl":
         logp = F.log_softmax(clean_logits, dim=-1)
         per = (logp.exp() * (logp - F.log_softmax(logits, dim=-1))).sum(-1)
@@ -231,8 +256,8 @@ def noise_consistency_loss(
 
     Args:
         model: returns logits ``(B, C)``.
-        inputs: ``x`` or ``(x, *more)``.
-        sigma: noise standard deviation (> 0).
+        inputs: ``x``, ``(x, *more)`` or a dict of keyword arguments (``model(**inputs)``).
+        sigma: noise standard deviation (finite, > 0).
         site: where the noise goes.
         loss: ``"kl"`` (``KL(clean || noisy)``) or ``"mse"`` on the logits.
         kind: additive or multiplicative.
@@ -247,22 +272,29 @@ def noise_consistency_loss(
     Returns:
         Scalar (or ``(B,)`` for ``reduction="none"``).
 
+    Raises:
+        ValueError: ``sigma`` not finite and > 0, ``k`` < 1, an unknown option.
+
     Example:
         >>> m = nn.Linear(4, 3)
         >>> float(noise_consistency_loss(m, torch.randn(5, 4), sigma=0.1)) >= 0
         True
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma!r}")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    _check_noise(sigma, kind, distribution)
+    check_positive("sigma", sigma)
+    check_choice("loss", loss, ("kl", "mse"))
+    check_reduction(reduction)
+    k = check_int("k", k, low=1)
+    if k > 1:
+        check_static_graph(model, "noise_consistency_loss with k > 1")
     if clean_logits is None:
-        with torch.no_grad(), dropout_disabled(model, not probe_dropout):
+        with torch.no_grad(), extra_pass(model), dropout_disabled(model, not probe_dropout):
             clean_logits = Forward(model, inputs, site)()
     target = clean_logits.detach()  # stop-gradient: the clean prediction is a constant target
     total: Tensor | None = None
-    for _ in range(k):
-        logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
+    for i in range(k):
+        with extra_pass(model) if i < k - 1 else nullcontext():
+            logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
         term = consistency_divergence(logits, target, loss=loss, reduction=reduction)
         total = term if total is None else total + term
     assert total is not None
@@ -289,6 +321,9 @@ class NoisyLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        _check_noise(sigma, kind, distribution)
+        check_int("k", k, low=1)
+        check_real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_inclusive=False)
         self.sigma, self.site, self.kind, self.distribution = sigma, site, kind, distribution
         self.k, self.label_smoothing = k, label_smoothing
 
@@ -327,6 +362,9 @@ class NoiseConsistencyLoss(nn.Module):
         probe_dropout: bool = False,
     ) -> None:
         super().__init__()
+        check_positive("sigma", sigma)
+        check_choice("loss", loss, ("kl", "mse"))
+        check_int("k", k, low=1)
         self.sigma, self.site, self.loss, self.k, self.probe_dropout = sigma, site, loss, k, probe_dropout
 
     def forward(self, model: nn.Module, inputs: Inputs, clean_logits: Tensor | None = None) -> Tensor:
