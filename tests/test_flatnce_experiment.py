@@ -8,13 +8,28 @@ from pathlib import Path
 import pytest
 
 from kexue.experiments import get
-from kexue.experiments._base import VERDICTS
+from kexue.experiments._base import KINDS, VERDICTS
 
 
 def _check(result, out: Path) -> None:  # type: ignore[no-untyped-def]
     exp = get("flatnce")
     assert {c.id for c in result.claims} == set(exp.CLAIMS)
     assert all(c.verdict in VERDICTS for c in result.claims)
+    for c in result.claims:
+        assert c.kind in KINDS, c
+        assert "spec" not in c.source and "spec " not in c.evidence, c
+        if c.kind == "claim" and c.verdict != "not testable":
+            assert c.test and c.seeds is not None and c.mde is not None, c
+    kinds = {c.id: c.kind for c in result.claims}
+    assert kinds["float32_infonce_fails"] == kinds["stable_control_exact"] == kinds["large_tau_unaffected"] == "check"
+    assert kinds["flatnce_small_batch"] == kinds["reweighting_explains"] == "claim"
+    sat = result.metrics["saturation"]
+    assert 0.0 <= sat <= 1.0
+    by_id = {c.id: c for c in result.claims}
+    # below 1 % saturation float error has nothing to explain: the claim says so instead of guessing
+    assert (by_id["float_error_explains"].verdict == "not testable") == (sat <= 0.01)
+    # the two explanations never both hold
+    assert not (by_id["float_error_explains"].verdict == by_id["reweighting_explains"].verdict == "reproduced")
     for plot in result.plots:
         assert (out / plot).is_file()
     for row in result.metrics["float_error_table"]:

@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 
 from kexue.data import DataError
 from kexue.experiments import ptuning
+from kexue.experiments._base import KINDS, VERDICTS
 
 
 def _finite_accuracies(metrics: dict) -> list[float]:
@@ -36,6 +37,17 @@ def test_smoke_runs_and_training_lowers_the_loss(tmp_path: Path) -> None:
     assert all(all(math.isfinite(x) for x in r["loss"]) for r in trained)
     assert min(r["loss"][-1] - r["loss"][0] for r in trained) < 0
     assert {c.id for c in res.claims} == set(ptuning.CLAIMS)
+    for c in res.claims:
+        assert c.kind in KINDS and c.verdict in VERDICTS, c
+        if c.kind == "claim" and c.verdict != "not testable":
+            assert c.test and c.seeds is not None and c.mde is not None, c
+    # every run keeps its per-review answers, aligned with the test set
+    assert all(len(r["correct"]) == ptuning.PRESETS["smoke"].n_test for r in res.metrics["runs"].values())
+    by_id = {c.id: c for c in res.claims}
+    # random-init tiny models are at chance: the BERT-side claims say "not testable", with the numbers
+    for cid in ("ptuning_vs_handwritten_bert", "gpt_close_to_bert"):
+        if by_id[cid].verdict == "not testable":
+            assert "chance" in by_id[cid].evidence
     assert (tmp_path / res.plots[0]).is_file()
     # resume reuses every finished run
     again = ptuning.run(ptuning.PRESETS["smoke"], tmp_path, resume=True)

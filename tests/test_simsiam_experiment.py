@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kexue.experiments import simsiam as exp
+from kexue.experiments._base import KINDS, VERDICTS
 
 
 @pytest.mark.parametrize(
@@ -46,10 +47,31 @@ def test_smoke_preset(tmp_path: Path) -> None:
     ids = {c.id for c in res.claims}
     assert {"ode_stopgrad", "ode_full_grad", "ode_target_only", "expansion_ratio", "baseline_learns"} <= ids
     assert all(c.verdict == "reproduced" for c in res.claims if c.id.startswith("ode_"))
+    by_id = {c.id: c for c in res.claims}
+    for c in res.claims:
+        assert c.kind in KINDS and c.verdict in VERDICTS, c
+        assert "spec" not in c.source and "spec " not in c.evidence, c
+        if c.kind == "claim":
+            assert c.test and c.seeds is not None, c
+    assert {by_id[i].kind for i in ("ode_stopgrad", "ode_full_grad", "ode_target_only", "expansion_ratio")} == {"check"}
+    # two seeds: the training claims went through paired tests
+    for cid in (
+        "baseline_learns",
+        "byol_learns",
+        "no_stopgrad_collapses",
+        "expansion_ratio_trained",
+        "predictor_is_fast",
+    ):
+        assert by_id[cid].kind == "claim" and by_id[cid].seeds == 2 and by_id[cid].test == "paired t", by_id[cid]
+    # one seed decides nothing
+    assert by_id["mean_view_avoids_collapse"].verdict == "inconclusive"
     runs = res.metrics["runs"]
     for v in exp.PRESETS["smoke"].variants:
         for key in ("knn", "probe", "std", "erank", "final_loss"):
             assert all(math.isfinite(x) for x in runs[v][key]), (v, key)
+    # relative update sizes are real steps: positive, and the predictor's exist only where it trains
+    assert all(x > 0 for x in runs["baseline"]["pred_rel_update_mean"] + runs["baseline"]["enc_rel_update_mean"])
+    assert "pred_rel_update_mean" not in runs["mean_view"]
     hist = res.metrics["histories"]["baseline"][0]
     assert hist[-1]["loss"] < hist[0]["loss"]  # the loss went down
     for p in res.plots:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kexue.experiments import tailr
-from kexue.experiments._base import VERDICTS
+from kexue.experiments._base import KINDS, VERDICTS
 
 
 def _finite(x: object) -> bool:
@@ -20,10 +20,34 @@ def _finite(x: object) -> bool:
     return True
 
 
+def _check_claim_fields(claims: list) -> None:  # type: ignore[type-arg]
+    """Every claim is a check or a claim; claims carry seeds and a test unless they were not run."""
+    for c in claims:
+        assert c.kind in KINDS, c
+        assert c.verdict in VERDICTS, c
+        assert "spec" not in c.source and "spec " not in c.evidence, c
+        if c.kind == "claim" and c.verdict != "not testable":
+            assert c.test and c.seeds is not None, c
+
+
 def test_smoke_preset(tmp_path: Path) -> None:
     res = tailr.run(tailr.PRESETS["smoke"], tmp_path)
     assert {c.id for c in res.claims} == set(tailr.CLAIMS)
-    assert all(c.verdict in VERDICTS for c in res.claims)
+    _check_claim_fields(res.claims)
+    by_id = {c.id: c for c in res.claims}
+    # two seeds: every run claim went through a paired t test with an MDE
+    for cid in ("memorises_less", "better_calibrated", "ce_overconfident", "gamma1_lower_accuracy", "tweets_high_conf"):
+        if cid != "tweets_high_conf":
+            assert by_id[cid].seeds == 2 and "paired t" in (by_id[cid].test or ""), by_id[cid]
+    assert by_id["tweets_high_conf"].verdict == "inconclusive"  # one seed decides nothing
+    for r in res.metrics["noisy"]["runs"]:
+        assert math.isnan(r["mean_weight"]) == (not r["method"].startswith("tailr"))
+    lm = res.metrics["lm"]["runs"]
+    # γ=1e-7 is MLE by another name: its weights are ~1 (the activity precondition excludes it)
+    assert min(r["mean_weight"] for r in lm if r["method"] == "tailr:1e-07:0.2") > 0.99
+    assert (
+        by_id["lm_less_overestimation"].verdict == "not testable" or "0.1" in by_id["lm_less_overestimation"].evidence
+    )
     for p in res.plots:
         assert (tmp_path / p).is_file()
     assert "tailr_reliability.png" in res.plots
