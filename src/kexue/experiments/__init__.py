@@ -1,7 +1,8 @@
 """Experiments: one module per article, discovered by name.
 
 Each public module in this package (a name not starting with ``_``), except the statistics module ``stats``, is an
-experiment; see ``_base`` for the contract. ``available()`` lists them in report order (``ORDER`` in the module, then the name).
+experiment; see ``_base`` for the contract. ``available()`` lists them in report order (``ORDER`` in the module,
+then the name).
 """
 
 from __future__ import annotations
