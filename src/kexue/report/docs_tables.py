@@ -151,7 +151,7 @@ def render_experiment(run: dict[str, Any]) -> str:
         "",
         "Empirical claims: "
         + (", ".join(f"{n} {v}" for v, n in counts.items() if n) or "none")
-        + f". Checks: {passed} of {n_checks} pass.",
+        + (f". Checks: {passed} of {n_checks} pass." if n_checks else ". Checks: none."),
         "",
     ]
     if emp:
@@ -306,10 +306,423 @@ def _regularizers_metrics(run: dict[str, Any]) -> list[str]:
     return out
 
 
+def _finite(values: Sequence[Any]) -> list[float]:
+    """The finite numbers among ``values`` (metrics.json stores a missing measurement as NaN or ``"nan"``)."""
+    out = []
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.append(f)
+    return out
+
+
+def _ms(values: Sequence[Any], digits: int) -> str:
+    """Mean ± sample std of the finite values, or ``—`` when there are none."""
+    vals = _finite(values)
+    return _mean_sd(vals, digits) if vals else "—"
+
+
+def _simsiam_metrics(run: dict[str, Any]) -> list[str]:
+    metrics = run.get("metrics", {})
+    runs = metrics.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        return []
+    out: list[str] = []
+    rows = []
+    rand = metrics.get("random_init", {})
+    if rand.get("probe"):
+        rows.append(
+            ["random-init encoder", str(len(rand["probe"])), _ms(rand["probe"], 3), _ms(rand.get("knn", []), 3)]
+            + ["—"] * 3
+        )
+    for name, r in runs.items():
+        if not r.get("probe"):
+            continue
+        rows.append(
+            [
+                f"`{name}`",
+                str(len(r["probe"])),
+                _ms(r["probe"], 3),
+                _ms(r.get("knn", []), 3),
+                _ms(r.get("erank", []), 2),
+                _ms(r.get("std", []), 3),
+                _ms(r.get("final_loss", []), 3),
+            ]
+        )
+    d = metrics.get("d")
+    out += _table(
+        "Fashion-MNIST, per variant: accuracy of the backbone features (linear probe, kNN), effective rank of the "
+        f"projection z{f' (of d = {d})' if d else ''}, the paper's train-mode std of z/‖z‖ (pinned near 1/√d by "
+        "the output BatchNorm, decides nothing) and the final training loss (mean ± sample std over seeds)",
+        ("variant", "seeds", "linear probe", "kNN", "effective rank", "std of z/‖z‖", "final loss"),
+        ("l", "r", "r", "r", "r", "r", "r"),
+        rows,
+    )
+    rows = [
+        [
+            f"`{name}`",
+            str(len(r["pred_over_enc_rel_update"])),
+            _ms(r["pred_over_enc_rel_update"], 2),
+            _ms(r.get("pred_over_enc_first_10pct", []), 2),
+            _ms(r.get("pred_over_enc_last_10pct", []), 2),
+        ]
+        for name, r in runs.items()
+        if r.get("pred_over_enc_rel_update")
+    ]
+    out += _table(
+        "Relative update per step ‖Δ‖/‖param‖, predictor over encoder (above 1 = the predictor moves faster; mean "
+        "± sample std over seeds)",
+        ("variant", "seeds", "whole run", "first 10 % of steps", "last 10 % of steps"),
+        ("l", "r", "r", "r", "r"),
+        rows,
+    )
+    rows = [
+        [
+            f"`{name}`",
+            str(len(r["probe"])),
+            _ms(r["probe"], 3),
+            _ms(r["probe_xbar"], 3),
+            _ms(r.get("knn", []), 3),
+            _ms(r.get("knn_xbar", []), 3),
+        ]
+        for name, r in runs.items()
+        if r.get("probe") and r.get("probe_xbar")
+    ]
+    out += _table(
+        "Mean-view variants: features of the clean image F(x) against those of the mean of augmented views "
+        "F(x̄) (mean ± sample std over seeds)",
+        ("variant", "seeds", "probe F(x)", "probe F(x̄)", "kNN F(x)", "kNN F(x̄)"),
+        ("l", "r", "r", "r", "r", "r"),
+        rows,
+    )
+    return out
+
+
+def _flatnce_metrics(run: dict[str, Any]) -> list[str]:
+    metrics = run.get("metrics", {})
+    out: list[str] = []
+    table = metrics.get("float_error_table")
+    if isinstance(table, list) and table:
+        cells: dict[tuple[Any, Any], dict[str, dict[str, Any]]] = {}
+        for row in table:
+            cells.setdefault((row["tau"], row["K"]), {})[row["loss"]] = row
+        rows = []
+        for (tau, k), by_loss in cells.items():
+            plain, stable, flat = (by_loss.get(n, {}) for n in ("infonce", "stable", "flatnce"))
+            if not (plain and stable and flat):
+                continue
+            rows.append(
+                [
+                    f"{tau:g}",
+                    str(k),
+                    f"{plain['xi_median']:.2g}",
+                    f"{plain['rel_err_median']:.2g}",
+                    f"{plain['zero_loss_fraction']:.0%}",
+                    f"{plain['cos_median']:.4f} / {plain['cos_min']:.4f}",
+                    f"{stable['rel_err_max']:.2g}",
+                    f"{stable['cos_min']:.6f}",
+                    f"{flat['cos_min']:.6f}",
+                ]
+            )
+        out += _table(
+            "Float error on synthetic draws (float32 against float64; stable float64 InfoNCE is the reference of "
+            "both InfoNCE forms): median xi of the cell, plain InfoNCE's median relative loss error, its share of "
+            "draws whose loss is exactly 0 and its anchor-gradient cosine (median / worst draw), the stable "
+            "control's worst relative loss error and worst cosine, FlatNCE's worst cosine",
+            (
+                "tau",
+                "K",
+                "median xi",
+                "InfoNCE loss error",
+                "InfoNCE loss = 0",
+                "InfoNCE grad cosine",
+                "stable loss error",
+                "stable grad cosine",
+                "FlatNCE grad cosine",
+            ),
+            ("r", "r", "r", "r", "r", "r", "r", "r", "r"),
+            rows,
+        )
+    runs = metrics.get("runs")
+    if isinstance(runs, list) and runs:
+        groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+        for r in runs:
+            groups.setdefault((r["batch_size"], r["loss"]), []).append(r)
+        rows = [
+            [
+                str(batch),
+                f"`{loss}`",
+                str(len(rs)),
+                _ms([r["linear_probe"] for r in rs], 4),
+                _ms([r["knn"] for r in rs], 4),
+                f"{statistics.fmean(_finite([r.get('saturation') for r in rs]) or [math.nan]):.2%}",
+                _ms([r.get("log_xi_mean_last") for r in rs], 2),
+            ]
+            for (batch, loss), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], _LOSS_ORDER.get(kv[0][1], 9)))
+        ]
+        untrained = metrics.get("untrained_encoder", {})
+        if "linear_probe" in untrained:
+            rows.append(
+                ["—", "untrained encoder", "—", f"{untrained['linear_probe']:.4f}", f"{untrained['knn']:.4f}"]
+                + ["—"] * 2
+            )
+        out += _table(
+            "SimCLR on Fashion-MNIST per batch size and loss: frozen-feature test accuracy (mean ± sample std over "
+            "seeds), saturation (share of anchors with xi < 1e-6 over all steps; float32 InfoNCE is corrupted only "
+            "there) and the mean log xi of the last step",
+            ("batch", "loss", "seeds", "linear probe", "kNN", "saturation", "final mean log xi"),
+            ("r", "l", "r", "r", "r", "r", "r"),
+            rows,
+        )
+    return out
+
+
+_LOSS_ORDER = {"infonce": 0, "stable": 1, "flatnce": 2}
+
+
+def _ptuning_metrics(run: dict[str, Any]) -> list[str]:
+    metrics = run.get("metrics", {})
+    acc = metrics.get("accuracy")
+    if not isinstance(acc, dict):
+        return []
+    per_run = metrics.get("runs", {})
+    chance = metrics.get("chance", {})
+    out: list[str] = []
+    for cell, arms in acc.items():
+        dataset, model, size = [*str(cell).split("/"), "", "", ""][:3]
+        rows = []
+        for arm, a in arms.items():
+            seeds = a.get("seeds") or []
+            if not seeds:
+                continue
+            variant = arm.split("_t")[0] if arm.startswith("zeroshot_t") else arm
+            trainable = {r.get("trainable") for k, r in per_run.items() if k.startswith(f"{cell}/{variant}/s")}
+            trainable.discard(None)
+            rows.append(
+                [
+                    f"`{arm}`",
+                    str(len(seeds)),
+                    f"{a['mean']:.3f} ± {a['std']:.3f}" if len(seeds) > 1 else f"{a['mean']:.3f}",
+                    _per_seed(seeds, 2),
+                    f"{trainable.pop():,}" if len(trainable) == 1 else "—",
+                ]
+            )
+        rate = chance.get(dataset)
+        out += _table(
+            f"{dataset}, {model.upper()} side, {size.lstrip('n')} labels: test accuracy (mean ± sample std over "
+            "seeds; zero-shot arms are deterministic)"
+            + (f"; majority-class rate of the test labels {float(rate):.2f}" if rate is not None else ""),
+            ("arm", "seeds", "accuracy", "per seed", "trained parameters"),
+            ("l", "r", "r", "r", "r"),
+            rows,
+        )
+    return out
+
+
+def _tailr_metrics(run: dict[str, Any]) -> list[str]:
+    metrics = run.get("metrics", {})
+    out: list[str] = []
+    noisy = metrics.get("noisy", {}).get("runs")
+    if isinstance(noisy, list) and noisy:
+        groups: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = {}
+        for r in noisy:
+            groups.setdefault((r["dataset"], r["noise"], r["method"]), []).append(r)
+        for dataset in dict.fromkeys(k[0] for k in groups):
+            rows = [
+                [
+                    f"{noise:.0%}",
+                    f"`{method}`",
+                    str(len(rs)),
+                    _ms([r["test_acc"] for r in rs], 3),
+                    _ms([r["ece"] for r in rs], 3),
+                    _ms([r.get("overconfidence") for r in rs], 3),
+                    _ms([r.get("memorisation") for r in rs], 3),
+                    _ms([r.get("val_acc_epoch1") for r in rs], 3),
+                ]
+                for (ds, noise, method), rs in groups.items()
+                if ds == dataset
+            ]
+            out += _table(
+                f"{dataset}, symmetric label noise: clean test accuracy, test ECE, confidence − accuracy on the test "
+                "set (above 0 = over-confident), memorisation (mean probability of the noisy label on the flipped "
+                "training examples) and validation accuracy after the first epoch (mean ± sample std over seeds; "
+                "`tailr:<γ>:<b>`, `ls:<ε>`, `focal:<γ_f>`)",
+                ("noise", "method", "seeds", "test acc", "ECE", "confidence − acc", "memorisation", "val acc, epoch 1"),
+                ("r", "l", "r", "r", "r", "r", "r", "r"),
+                rows,
+            )
+    tweets = metrics.get("tweets", {})
+    if isinstance(tweets.get("runs"), list) and tweets["runs"]:
+        by_method: dict[str, list[dict[str, Any]]] = {}
+        for r in tweets["runs"]:
+            by_method.setdefault(r["method"], []).append(r)
+        rows = [
+            [
+                f"`{method}`",
+                str(len(rs)),
+                _ms([r["acc_high_conf"] for r in rs], 4),
+                _ms([r["ece_high_conf"] for r in rs], 4),
+                _ms([r["acc_all"] for r in rs], 4),
+                _ms([r["ece_all"] for r in rs], 4),
+            ]
+            for method, rs in by_method.items()
+        ]
+        sizes = ", ".join(
+            f"{label} {tweets[key]:,}"
+            for key, label in (
+                ("n_train", "training tweets"),
+                ("n_test", "test tweets"),
+                ("n_test_high_conf", "of them unanimous"),
+            )
+            if isinstance(tweets.get(key), int)
+        )
+        out += _table(
+            "Tweets (real annotator noise): accuracy and ECE on the unanimous (confidence 1) test tweets and on all "
+            f"test tweets (mean ± sample std over seeds{'; ' + sizes if sizes else ''})",
+            ("method", "seeds", "acc, unanimous", "ECE, unanimous", "acc, all", "ECE, all"),
+            ("l", "r", "r", "r", "r", "r"),
+            rows,
+        )
+    lm = metrics.get("lm", {})
+    if isinstance(lm.get("runs"), list) and lm["runs"]:
+        by_method = {}
+        for r in lm["runs"]:
+            by_method.setdefault(r["method"], []).append(r)
+        rows = []
+        for method, rs in by_method.items():
+            over = [r["overestimation"][-1] for r in rs if r.get("overestimation")]
+            arm = f"`{method}`" + (" (verdict arm)" if method == lm.get("verdict_arm") else "")
+            rows.append(
+                [
+                    arm,
+                    str(len(rs)),
+                    _ms([r.get("mean_weight") for r in rs], 4),
+                    _ms([r["ppl_oracle"] for r in rs], 1),
+                    _ms([r["ppl_test"] for r in rs], 2),
+                    _ms(over, 2),
+                ]
+            )
+        k = max((len(r.get("overestimation") or []) for r in lm["runs"]), default=1) - 1
+        oracle = lm.get("oracle_ppl")
+        out += _table(
+            "Synthetic-oracle language model: mean TaiLr weight on the training tokens (— for MLE), oracle "
+            "perplexity of model samples (PPL_oracle, lower = better samples), model perplexity of held-out oracle "
+            f"text (PPL_test, lower = better coverage) and overestimation after {k} perturbations in nats (mean ± "
+            "sample std over seeds"
+            + (f"; the oracle's own perplexity is {float(oracle):.2f}" if oracle is not None else "")
+            + ")",
+            ("method", "seeds", "mean weight", "PPL_oracle", "PPL_test", f"overestimation, k = {k}"),
+            ("l", "r", "r", "r", "r", "r"),
+            rows,
+        )
+    return out
+
+
+def _ign_metrics(run: dict[str, Any]) -> list[str]:
+    metrics = run.get("metrics", {})
+    out: list[str] = []
+    anchors = metrics.get("anchors", {})
+    labels = (
+        ("classifier_test_accuracy", "test accuracy of the judging classifier", 4),
+        ("real_confidence", "its mean confidence on real test digits", 3),
+        ("fd_real_train_vs_test", "FD, real training vs real test digits (the floor)", 2),
+        ("fd_noise", "FD, the noise z itself vs real test digits", 2),
+        ("noise_confidence", "classifier confidence on the noise z", 3),
+    )
+    rows = [[text, f"{float(anchors[key]):.{d}f}"] for key, text, d in labels if key in anchors]
+    out += _table(
+        "Anchors measured in the same run (FD = Fréchet distance of classifier features)",
+        ("anchor", "value"),
+        ("l", "r"),
+        rows,
+    )
+    variants = metrics.get("variants")
+    if isinstance(variants, dict) and variants:
+        rows = []
+        for name, rs in variants.items():
+            one = [r["one_step"] for r in rs if "one_step" in r]
+            if not one:
+                continue
+            rows.append(
+                [
+                    f"`{name}`",
+                    str(len(one)),
+                    _ms([o["fd"] for o in one], 1),
+                    _ms([o["confidence"] for o in one], 3),
+                    _ms([o.get("diversity") for o in one], 3),
+                    _ms([max(o["class_share"]) for o in one if o.get("class_share")], 3),
+                    _ms([o["class_entropy"] for o in one], 2),
+                    _ms([r.get("move_first") for r in rs], 4),
+                    _ms([r.get("move_second") for r in rs], 4),
+                    _ms([r.get("test_rec_l1") for r in rs], 4),
+                ]
+            )
+        out += _table(
+            "One-step samples f(z) per variant, eval mode: FD, classifier confidence, diversity (pairwise distance "
+            "relative to real digits; below 0.5 = collapsed), share of the most frequent class, class entropy in "
+            "nats (uniform over ten classes = 2.30), ‖f(z) − z‖, ‖f(f(z)) − f(z)‖ and the test reconstruction "
+            "error ‖f(x) − x‖ (mean absolute pixel difference on [-1, 1]; mean ± sample std over seeds)",
+            (
+                "variant",
+                "seeds",
+                "FD",
+                "confidence",
+                "diversity",
+                "top class share",
+                "class entropy",
+                "‖f(z) − z‖",
+                "‖f(f(z)) − f(z)‖",
+                "‖f(x) − x‖",
+            ),
+            ("l", "r", "r", "r", "r", "r", "r", "r", "r", "r"),
+            rows,
+        )
+        corrupted = anchors.get("corrupted_accuracy", {})
+        rows = []
+        if {"clean", "noisy", "occluded"} <= set(corrupted):
+            rows.append(
+                [
+                    "none (the corrupted digits themselves)",
+                    "—",
+                    f"{corrupted['noisy']:.3f}",
+                    f"{corrupted['occluded']:.3f}",
+                ]
+            )
+        for name, rs in variants.items():
+            proj = [r["projection_accuracy"] for r in rs if "projection_accuracy" in r]
+            if proj:
+                rows.append(
+                    [
+                        f"f of `{name}`",
+                        str(len(proj)),
+                        _ms([p["noisy"] for p in proj], 3),
+                        _ms([p["occluded"] for p in proj], 3),
+                    ]
+                )
+        if len(rows) > 1:
+            clean = f"; {corrupted['clean']:.3f} on the clean digits" if "clean" in corrupted else ""
+            out += _table(
+                f"Projection of corrupted test digits: classifier accuracy before and after one application of f{clean}"
+                " (mean ± sample std over seeds)",
+                ("applied", "seeds", "noisy digits", "occluded digits"),
+                ("l", "r", "r", "r"),
+                rows,
+            )
+    return out
+
+
 # Experiment -> the builder of its measured-numbers tables on its docs page.
 METRIC_TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "regularizers": _regularizers_metrics,
+    "simsiam": _simsiam_metrics,
+    "ptuning": _ptuning_metrics,
+    "flatnce": _flatnce_metrics,
     "multitask": _multitask_metrics,
+    "tailr": _tailr_metrics,
+    "ign": _ign_metrics,
     "topk": _topk_metrics,
 }
 
