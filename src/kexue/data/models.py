@@ -53,8 +53,7 @@ def load_smollm2(*, cache: bool = True) -> tuple[Any, Any]:
 
     Args:
         cache: use (and on the first call write) the fp32 safetensors copy under the data root. ``False``
-        always
-            reads the GGUF file (about 20 s on 2 cores).
+            always reads the GGUF file (about 20 s on 2 cores).
 
     Returns:
         ``(model, tokenizer)``. The tokenizer's pad token is ``<|im_end|>`` as stored in the GGUF metadata.

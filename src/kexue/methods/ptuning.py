@@ -146,8 +146,7 @@ class PTuning(nn.Module):
 
     Args:
         model: a transformers ``*ForCausalLM`` or ``*ForMaskedLM`` (anything with ``get_input_embeddings()``
-        and
-            an ``inputs_embeds`` forward returning ``.logits``).
+            and an ``inputs_embeds`` forward returning ``.logits``).
         tokenizer: its tokenizer (a ``PreTrainedTokenizer(Fast)``).
         template: a :class:`Template` or its pattern string.
         verbalizer: one label word per class, written as the tokenizer should see it (``" great"`` with its
@@ -159,8 +158,7 @@ class PTuning(nn.Module):
             jointly (use :meth:`param_groups` for separate learning rates).
         single_token: require each verbalizer word to be exactly one token (one forward scores all classes).
         aux_weight: weight of Su's auxiliary loss (``0`` = label loss only): causal LM: next-token loss on
-        every
-            non-prompt token; masked LM: 15% random masking (80/10/10) of the other text tokens, in the same
+            every non-prompt token; masked LM: 15% random masking (80/10/10) of the other text tokens, in the same
             forward. The label slot is never overwritten.
         mlm_probability: masking rate of the auxiliary MLM loss.
         max_length: maximum sequence length; the text is truncated (from the end) to fit the template.

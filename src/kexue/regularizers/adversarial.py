@@ -114,7 +114,7 @@ def fgm_loss(
         eps: step size / radius (> 0).
         site: ``"input"``, ``"embedding"`` (embedding output, hooked) or a hidden module.
         norm: ``"l2"`` (normalised gradient), ``"linf"``/``"sign"`` (FGSM sign step), ``"none"`` (raw
-        gradient).
+            gradient).
         scope: l2 normalisation per sample or over the whole tensor (over the embedding matrix for an
             embedding site, tying equal tokens).
         loss_fn: ``loss_fn(logits, target) -> scalar``; default mean cross entropy.
@@ -198,8 +198,7 @@ def pgd_loss(
         steps: ascent steps (>= 1).
         site: where ``delta`` is added.
         norm: ``"linf"``/``"sign"`` (sign steps, box projection), ``"l2"`` (normalised steps, ball projection)
-        or
-            ``"none"`` (raw gradient steps, no projection).
+            or ``"none"`` (raw gradient steps, no projection).
         scope: l2 normalisation and projection per sample or for the whole tensor.
         random_start: start from a uniform point in the linf box (or a random point on the l2 sphere).
         loss_fn: default mean cross entropy.
