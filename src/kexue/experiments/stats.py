@@ -24,7 +24,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as _sps
+from kexue._optional import optional_import
+
+_sps = optional_import("scipy.stats", purpose="kexue.experiments (the statistics behind every verdict)")
 
 __all__ = [
     "Comparison",
