@@ -1,12 +1,14 @@
 """A griffe extension that reads kexue's docstrings the way Sphinx's napoleon does, for the API reference site.
 
-kexue's docstrings are Google style with three habits that napoleon accepts and griffe's Google parser does not:
+kexue's docstrings are Google style with habits that napoleon accepts and griffe's Google parser does not:
 
 * an ``Example:`` section (singular), which griffe would render as an admonition of Markdown text, so ``>>>``
   lines became block quotes; it is read as an ``Examples:`` section (doctest code blocks);
 * Sphinx roles such as ``:func:`soft_topk``` and ``:class:`Claim```, which are shown as inline code;
 * one ``Args`` entry for several parameters that share a description (``query, key: as :func:`info_nce`.``),
-  which is expanded to one entry per parameter.
+  which is expanded to one entry per parameter;
+* an entry whose description starts with a comparison (``temperature: > 0.``), which Markdown would render as a
+  block quote; the ``>`` is escaped.
 
 The docstrings in ``src/`` are not changed; only what the site renders is. Used from ``mkdocs.yml``.
 """
@@ -22,6 +24,7 @@ _EXAMPLE = re.compile(r"^(\s*)Example:\s*$")
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj|const):`[~.]?([^`]+)`")
 _SECTION = re.compile(r"^(\s*)(Args|Arguments|Parameters|Params|Keyword Args|Other Parameters):\s*$")
 _GROUPED = re.compile(r"^(\s+)(\w+(?:\s*,\s*\w+)+)\s*:\s(.*)$")
+_QUOTE = re.compile(r"^(\s+\w+:\s+)>(?!>>)")
 
 
 def _indent(line: str) -> int:
@@ -29,8 +32,8 @@ def _indent(line: str) -> int:
 
 
 def rewrite(text: str) -> str:
-    """Return ``text`` with the three napoleon habits above turned into what griffe's Google parser reads."""
-    lines = [_EXAMPLE.sub(r"\1Examples:", line) for line in _ROLE.sub(r"`\1`", text).split("\n")]
+    """Return ``text`` with the napoleon habits above turned into what griffe's Google parser reads."""
+    lines = [_QUOTE.sub(r"\1\\>", _EXAMPLE.sub(r"\1Examples:", line)) for line in _ROLE.sub(r"`\1`", text).split("\n")]
     out: list[str] = []
     section_indent: int | None = None  # indent of the current Args-like header, None outside one
     i = 0
