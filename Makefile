@@ -72,8 +72,8 @@ test-all: data browser
 	$(BIN)/python -m pytest -q --runslow $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff format --check src tests benchmarks examples docs/griffe_napoleon.py
-	$(BIN)/ruff check src tests benchmarks examples docs/griffe_napoleon.py
+	$(BIN)/ruff format --check src tests benchmarks examples docs/griffe_napoleon.py docs/hooks.py
+	$(BIN)/ruff check src tests benchmarks examples docs/griffe_napoleon.py docs/hooks.py
 
 typecheck: install
 	$(BIN)/mypy
