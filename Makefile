@@ -1,4 +1,5 @@
-# kexue — the two commands a new user runs are `make reproduce` and `make test`.
+# kexue — the two commands a new user runs are `make reproduce` and `make test`. (To use kexue as a library,
+# `pip install` it: see the README.)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.kexue-installed
 PRESET ?= quick
 PYTEST_ARGS ?=
 
-.PHONY: help install browser data reproduce tables test test-all lint typecheck bench clean
+.PHONY: help install browser data reproduce tables test test-all lint typecheck docs dist torch-compat bench clean
 
 help:
 	@echo "make reproduce   set up .venv, fetch the real data, run every experiment's '$(PRESET)' preset, write the report"
@@ -15,13 +16,18 @@ help:
 	@echo "make test        set up .venv, fetch the data the tests use, install chromium (report test), run the tests"
 	@echo "make bench       install the peer libraries into .venv-bench and run benchmarks/*.py"
 	@echo "make lint        ruff format --check + ruff check;  make typecheck: mypy on src/"
+	@echo "make docs        build the documentation site into site/ (mkdocs build --strict)"
+	@echo "make dist        build the sdist and wheel into dist/ and check them with twine"
+	@echo "make torch-compat TORCH=2.14.1   install the built wheel next to that torch in .venv-torch and run"
+	@echo "                 the examples and the library tests there (downloads that torch build)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,text]"
+# Everything `make` runs (experiments, report, tests, docs), at the exact versions of constraints.txt.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[all,dev,docs]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -66,16 +72,43 @@ test-all: data browser
 	$(BIN)/python -m pytest -q --runslow $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks examples docs/griffe_napoleon.py docs/hooks.py
+	$(BIN)/ruff check src tests benchmarks examples docs/griffe_napoleon.py docs/hooks.py
 
 typecheck: install
 	$(BIN)/mypy
 
-.venv-bench/.kexue-installed: pyproject.toml benchmarks/peers.txt
+# tests/test_packaging.py builds the site the same way in `make test`; this target keeps it in site/ to read.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The torch range of pyproject.toml against a real torch other than the pinned one: a fresh venv gets that torch
+# first, as a user's environment would have it, then the built wheel; the torch must stay, and the examples and
+# the library tests must pass on it. Not part of `make test`: a torch other than the CPU build is a CUDA
+# download of several GB.
+TORCH ?= 2.14.1
+TORCH_TESTS ?= tests/test_examples.py tests/test_readme.py tests/test_topk.py tests/test_contrastive.py \
+	tests/test_tailr.py tests/test_regularizers.py tests/test_multitask.py tests/test_simsiam.py tests/test_ign.py
+torch-compat: dist
+	rm -rf .venv-torch
+	$(PY) -m venv .venv-torch
+	.venv-torch/bin/python -m pip install --quiet "torch==$(TORCH)"
+	.venv-torch/bin/python -m pip install --quiet "$$(ls dist/kexue-*.whl)[all,dev]"
+	.venv-torch/bin/python -c "import torch, kexue; v = torch.__version__.split('+')[0]; \
+		assert v == '$(TORCH)', f'torch changed to {torch.__version__}'; assert 'site-packages' in kexue.__file__; \
+		print('torch', torch.__version__, 'kexue', kexue.__version__, 'from', kexue.__file__)"
+	.venv-torch/bin/python -m pip check
+	.venv-torch/bin/python -m pytest -q -p no:cacheprovider $(TORCH_TESTS)
+
+.venv-bench/.kexue-installed: pyproject.toml constraints.txt benchmarks/peers.txt
 	$(PY) -m venv .venv-bench
 	.venv-bench/bin/python -m pip install --quiet --upgrade pip setuptools wheel
-	.venv-bench/bin/python -m pip install --quiet -e ".[text]"
+	.venv-bench/bin/python -m pip install --quiet -c constraints.txt -e ".[text]"
 	@# One peer at a time, --no-deps (several declare torchvision or an unpinned torch), --no-build-isolation
 	@# (torchsort compiles against the installed CPU torch). A peer that fails to install is reported and its
 	@# benchmark rows read "not installed".
@@ -89,4 +122,4 @@ bench: .venv-bench/.kexue-installed data
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; .venv-bench/bin/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .venv-bench runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench .venv-torch runs site dist .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kexue._optional import optional_import
+
 from .sources import DataError, data_root, fix_command, require
 
 __all__ = ["SMOLLM2_GGUF", "load_minilm", "load_smollm2", "smollm2_fp32_dir"]
@@ -35,10 +37,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def _transformers() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError as e:  # pragma: no cover - transformers is a declared dependency of this feature
-        raise ImportError("loading pretrained LMs needs `transformers` (and `gguf`, `accelerate` for GGUF)") from e
+    transformers = optional_import("transformers", purpose="loading pretrained LMs (SmolLM2, MiniLM)")
     transformers.logging.set_verbosity_error()
     return transformers
 
@@ -53,8 +52,7 @@ def load_smollm2(*, cache: bool = True) -> tuple[Any, Any]:
 
     Args:
         cache: use (and on the first call write) the fp32 safetensors copy under the data root. ``False``
-        always
-            reads the GGUF file (about 20 s on 2 cores).
+            always reads the GGUF file (about 20 s on 2 cores).
 
     Returns:
         ``(model, tokenizer)``. The tokenizer's pad token is ``<|im_end|>`` as stored in the GGUF metadata.
@@ -74,6 +72,7 @@ def load_smollm2(*, cache: bool = True) -> tuple[Any, Any]:
         except (OSError, ValueError) as e:
             raise DataError(f"cached SmolLM2 copy in {out} is unreadable ({e}); delete the folder") from None
     folder = require("smollm2")
+    optional_import("gguf", purpose="reading the SmolLM2 GGUF file")  # transformers' own error names no extra
     tok = tf.AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     gguf_model = tf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     if not cache:
@@ -118,7 +117,7 @@ def load_minilm(*, head: str | Path | None = None) -> tuple[Any, Any]:
     config = tf.BertConfig.from_pretrained(folder)
     config.architectures = ["BertForMaskedLM"]
     model = tf.BertForMaskedLM(config)
-    from safetensors.torch import load_file
+    load_file = optional_import("safetensors.torch", purpose="loading MiniLM").load_file
 
     state = load_file(str(folder / "model.safetensors"))
     state = {k.removeprefix("bert."): v for k, v in state.items() if not k.startswith("pooler.")}

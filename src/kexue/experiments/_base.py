@@ -379,7 +379,9 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, str], *, _prefix: str = ""
 
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float = 3.6) -> Any:
     """A matplotlib ``Figure`` and its axes, made without pyplot (no global backend state is touched)."""
-    from matplotlib.figure import Figure
+    from kexue._optional import optional_import
+
+    Figure = optional_import("matplotlib.figure", purpose="the plots of the experiments").Figure
 
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)

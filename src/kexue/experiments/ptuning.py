@@ -172,7 +172,9 @@ VARIANTS = ("zeroshot", "pet_ft", "pt_none", "pt_mlp", "pt_lstm", "probe")
 
 # --------------------------------------------------------------------------------------------------- models
 def _tiny_models() -> dict[str, tuple[nn.Module, Any]]:
-    import transformers
+    from kexue._optional import optional_import
+
+    transformers = optional_import("transformers", purpose="the P-tuning experiment")
 
     from kexue.data import require
 

@@ -30,9 +30,9 @@ from typing import Any
 @cache
 def _scipy_stats() -> Any:
     # Imported on first use: the CLI imports this package for every command, and scipy costs ~0.6 s to load.
-    from scipy import stats
+    from kexue._optional import optional_import
 
-    return stats
+    return optional_import("scipy.stats", purpose="kexue.experiments (the statistics behind every verdict)")
 
 
 __all__ = [

@@ -469,8 +469,7 @@ def soft_topk(
 
     Args:
         x: (..., n, ...) floating-point scores; ``dim`` indexes the n items. Any rank; float64 works.
-        k: number of items to select, an int in [0, n] or an integer tensor broadcastable to the shape of
-        ``x``
+        k: number of items to select, an int in [0, n] or an integer tensor broadcastable to the shape of ``x``
             without ``dim`` (one k per row). k = 0 gives exact zeros and k = n exact ones (zero gradient).
         method: ``"sigmoid"`` (default; smooth, strictly monotone, exact sum), ``"exp"`` (closed form, k=1 is
             softmax, saturates at 1), ``"laplace"`` (closed form, C^1), ``"gradtopk"`` (k-subset marginals,

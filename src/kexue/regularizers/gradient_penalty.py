@@ -97,7 +97,7 @@ def smoothness_penalty(
         n_samples: Rademacher draws averaged (an integer >= 1).
         create_graph: keep the graph so the penalty can be trained on (double backward).
         check: with ``create_graph``, raise :class:`DoubleBackwardError` if an op cannot be differentiated
-        twice.
+            twice.
         reduction: over the batch.
         generator: RNG for the Rademacher signs.
 
@@ -198,7 +198,7 @@ def gradient_penalty_loss(
         fd_step: finite-difference step ``h`` relative to the mean per-sample norm of ``x`` (finite, > 0).
         loss_fn: ``loss_fn(logits, target) -> scalar``; default mean cross entropy.
         check: for double backward, raise :class:`DoubleBackwardError` on ops that cannot be differentiated
-        twice.
+            twice.
 
     Returns:
         Scalar ``L + penalty``. With ``method="finite_difference"`` its value is exactly ``L + penalty`` and
