@@ -335,6 +335,11 @@ def test_error_bad_options() -> None:
         ign_loss(_mlp(), x, torch.randn(2, D_IN + 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="steps must be >= 1"):
         ign_iterate(_mlp(), x, steps=0)
+    with pytest.raises(ValueError, match="x must hold a non-empty batch"):  # before: an empty list of nothing
+        ign_iterate(_mlp(), x[:0])
+    for dtype in (torch.int64, torch.bool, "float32"):  # before: NotImplementedError from torch.randn
+        with pytest.raises(TypeError, match=r"dtype must be a floating-point torch\.dtype"):
+            gaussian_noise((2, 3), dtype=dtype)  # type: ignore[arg-type]
 
 
 # --- samplers, helpers, module -----------------------------------------------------------------------------

@@ -168,6 +168,42 @@ def test_head_errors() -> None:
         SimSiamProjectionHead(8, 8, 8, num_layers=0)
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        SimSiamProjectionHead(6, 8, 8, num_layers=2),
+        SimSiamPredictionHead(6, 4),
+        BYOLProjectionHead(6, 8, 4),
+        BYOLPredictionHead(6, 8),
+        SyncBatchNorm1d(6),
+    ],
+    ids=lambda h: type(h).__name__,
+)
+def test_heads_name_a_bad_x(head: nn.Module) -> None:
+    """Before: a NaN spread through the batch statistics to every row, an int or 1-D x failed deep inside."""
+    x = torch.randn(4, 6)
+    bad = x.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        head(bad)
+    with pytest.raises(TypeError, match="x must have a floating-point dtype"):
+        head(x.long())
+    with pytest.raises(ValueError, match="x must have 2"):
+        head(x[0])
+    with pytest.raises(ValueError, match="x must not be empty"):
+        head(x[:0])
+
+
+def test_sync_batchnorm_eps_and_3d_input(gen: torch.Generator) -> None:
+    for eps, error in ((float("nan"), ValueError), (float("inf"), ValueError), (True, TypeError), ("1", TypeError)):
+        with pytest.raises(error, match="eps"):
+            SyncBatchNorm1d(4, eps=eps)  # type: ignore[arg-type]
+    # (B, C, L) stays valid outside synchronised training, as for nn.BatchNorm1d (convert_sync_batchnorm
+    # converts every BatchNorm1d, those after a Conv1d included)
+    x = torch.randn(3, 4, 5, generator=gen)
+    torch.testing.assert_close(SyncBatchNorm1d(4)(x), nn.BatchNorm1d(4)(x))
+
+
 def test_sync_batchnorm_single_process_is_batchnorm(gen: torch.Generator) -> None:
     bn = nn.BatchNorm1d(5)
     with torch.no_grad():
@@ -541,7 +577,7 @@ def test_cosine_loss_options_validated(kwargs: dict, error: type, match: str) ->
         (torch.ones(3, 4, dtype=torch.bool), TypeError, "prediction must have a floating-point dtype"),
         (torch.ones(3, 4, dtype=torch.complex64), TypeError, "prediction must have a floating-point dtype"),
         (torch.zeros(0, 4), ValueError, "prediction must not be empty"),
-        (torch.tensor(1.0), ValueError, "prediction must have at least 1 dimensions"),
+        (torch.tensor(1.0), ValueError, "prediction must have at least 1 dimension\\b"),
         (torch.tensor([[1.0, float("nan")]]), ValueError, "prediction contains NaN"),
         (torch.tensor([[1.0, float("inf")]]), ValueError, "prediction contains NaN"),
     ],
@@ -590,9 +626,29 @@ def test_batch_of_one_works_in_eval_and_is_named_in_train(kind: str) -> None:
         m([1.0], x2)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("kind", ["simsiam", "byol"])
+def test_loss_and_monitors_are_float32_under_autocast(kind: str) -> None:
+    """Decided: the heads run in bf16 under autocast, the loss is a reduction computed in float32 (as
+    F.cross_entropy). Before: the loss was bf16, rounded to 3 digits."""
+    m: nn.Module = _simsiam() if kind == "simsiam" else BYOL(_backbone(), 10, hidden_dim=16, dim=8)
+    x1, x2 = _views()
+    ref = m(x1, x2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x1, x2)
+    assert out["z1"].dtype == torch.bfloat16  # the heads' output: autocast's choice, left alone
+    for key in ("loss", "std", "cos"):
+        assert out[key].dtype == torch.float32, key
+        torch.testing.assert_close(out[key], ref[key].detach(), atol=5e-2, rtol=5e-2)
+    out["loss"].backward()
+
+
 @pytest.mark.parametrize(
     ("build", "error", "match"),
     [
+        (lambda: SimSiam(_backbone(), 10, dim=8, hidden_dim=8, num_proj_layers=0), ValueError, "num_proj_layers"),
+        (lambda: SimSiam(_backbone(), 10, dim=8, hidden_dim=8, pred_hidden_dim=0), ValueError, "pred_hidden_dim"),
+        (lambda: SimSiam(_backbone(), 10, dim=8, hidden_dim=8, pred_hidden_dim=2.0), TypeError, "pred_hidden_dim"),  # type: ignore[arg-type]
+        (lambda: BYOL(_backbone(), 0, hidden_dim=8, dim=8), ValueError, "feature_dim must be >= 1"),
         (lambda: SimSiamProjectionHead(True, 4, 4), TypeError, "in_dim must be an integer"),  # type: ignore[arg-type]
         (lambda: SimSiamProjectionHead(4, 4, 4, num_layers=1.5), TypeError, "num_layers must be an integer"),  # type: ignore[arg-type]
         (lambda: SimSiamPredictionHead(0), ValueError, "dim must be >= 1"),

@@ -41,7 +41,7 @@ def _grad(fn, logits: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("form", ["weighted", "closed"])
-@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])  # label_smoothing's range is F.cross_entropy's [0, 1]
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gamma0_equals_cross_entropy(form: str, eps: float, reduction: str, gen: torch.Generator) -> None:
     logits = torch.randn(16, 7, generator=gen, dtype=torch.float64) * 3

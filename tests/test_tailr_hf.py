@@ -277,6 +277,19 @@ def test_errors() -> None:
         f(object(), labels)
     with pytest.raises(ValueError, match=r"\(B, L\)"):
         f({"logits": torch.randn(2, 11)}, torch.tensor([1, 2]))
+    # before: integer logits were cast to float and used, and the label errors named tailr_loss's "target"
+    g = TaiLrLossFunc(gamma=0.1, causal=False)
+    for bad in (logits.long(), logits > 0):
+        with pytest.raises(TypeError, match="logits must have a floating-point dtype"):
+            g({"logits": bad}, labels)
+    with pytest.raises(TypeError, match="labels must hold integer"):
+        g({"logits": logits}, labels.float())
+    with pytest.raises(ValueError, match=r"labels must have shape \(2, 5\)"):
+        g({"logits": logits}, labels[None])  # flattened, it would have passed
+    with pytest.raises(ValueError, match=r"labels holds class index 11, expected values in \[0, 10\]"):
+        g({"logits": logits}, torch.full((2, 5), 11))
+    with pytest.raises(ValueError, match="logits contains NaN"):
+        g({"logits": torch.full((2, 5, 11), float("nan"))}, labels)
 
 
 if __name__ == "__main__":  # a rank of the 2-process run (see two_process_grads)

@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .tailr import Form, TaiLrLoss, tailr_loss
+from kexue._validate import check_float_tensor
+
+from .tailr import Form, TaiLrLoss, _check_inputs, _tailr
 
 __all__ = ["TaiLrLossFunc"]
 
@@ -74,8 +76,10 @@ class TaiLrLossFunc(nn.Module):
     Raises:
         ValueError: a bad hyperparameter (at construction); with ``causal=True`` and a token count given, a
             label at position 0 (never a target of a causal LM, yet counted by the ``Trainer`` for models it does
-            not recognise as causal: set ``labels[:, 0] = -100`` in the collator).
-        TypeError: ``outputs`` without logits.
+            not recognise as causal: set ``labels[:, 0] = -100`` in the collator); ``labels`` not of the logits'
+            shape without the class dimension, or holding an id outside ``[0, V)`` other than ``ignore_index``;
+            NaN or ``+inf`` logits.
+        TypeError: ``outputs`` without logits; logits not floating point; labels not integer ids.
 
     Example:
         >>> import torch
@@ -115,11 +119,20 @@ class TaiLrLossFunc(nn.Module):
 
     def forward(self, outputs: Any, labels: Tensor, num_items_in_batch: Tensor | int | None = None) -> Tensor:
         logits = _logits_of(outputs)
+        # before the upcast below, which would turn integer logits into floats; values are checked with the labels
+        check_float_tensor("logits", logits, min_ndim=2, finite=False)
         if not isinstance(labels, Tensor):
             raise TypeError(f"labels must be a tensor, got {type(labels).__name__} (did the batch have 'labels'?)")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must hold integer class (token) ids, got dtype {labels.dtype}")
+        if self.causal and labels.dim() < 2:
+            raise ValueError(f"causal=True needs (B, L) labels, got shape {tuple(labels.shape)}")
+        if tuple(labels.shape) != tuple(logits.shape[:-1]):  # checked before the flattening below hides it
+            raise ValueError(
+                f"labels must have shape {tuple(logits.shape[:-1])} for logits of shape {tuple(logits.shape)} "
+                f"(classes last), got {tuple(labels.shape)}"
+            )
         if self.causal:
-            if labels.dim() < 2:
-                raise ValueError(f"causal=True needs (B, L) labels, got shape {tuple(labels.shape)}")
             if num_items_in_batch is not None and bool((labels[:, 0] != self.ignore_index).any()):
                 raise ValueError(
                     "causal=True: labels[:, 0] holds targets; no position predicts them, but the Trainer counts them "
@@ -131,17 +144,17 @@ class TaiLrLossFunc(nn.Module):
         work = torch.promote_types(logits.dtype, torch.float32)
         flat = logits.reshape(-1, logits.shape[-1]).to(work)  # (N, V): a view for contiguous float32 logits
         target = labels.reshape(-1).to(flat.device)
-        kw: dict[str, Any] = dict(
-            gamma=self.gamma,
-            min_weight=self.min_weight,
-            label_smoothing=self.label_smoothing,
-            ignore_index=self.ignore_index,
-            form=self.form,
-        )
+        _check_inputs(flat, target, self.ignore_index, name="labels")  # values: label ids, NaN/+inf logits
+
+        def loss(reduction: str) -> Tensor:
+            return _tailr(
+                flat, target, self.gamma, self.min_weight, self.label_smoothing, self.ignore_index, reduction, self.form
+            )
+
         if num_items_in_batch is None:
-            return tailr_loss(flat, target, reduction="mean", **kw)
+            return loss("mean")
         # the Trainer's count covers every micro-batch and process of this optimizer step
-        return tailr_loss(flat, target, reduction="sum", **kw) / num_items_in_batch
+        return loss("sum") / num_items_in_batch
 
     def extra_repr(self) -> str:
         return (

@@ -54,14 +54,15 @@ def _check_options(
         )
 
 
-def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> None:
-    """Types and shapes always; values (one device sync) only outside ``torch.compile``."""
+def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int, *, name: str = "target") -> None:
+    """Types and shapes always; values (one device sync) only outside ``torch.compile``. ``name`` is what the
+    caller calls the target (``labels`` in the ``Trainer`` hook)."""
     check_float_tensor("logits", logits, min_ndim=2, finite=False)
     if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
-            f"target must hold integer class indices (int64), got dtype {target.dtype}; "
+            f"{name} must hold integer class indices (int64), got dtype {target.dtype}; "
             "probability targets are not supported"
         )
     if logits.shape[1] < 1:
@@ -69,7 +70,7 @@ def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> None:
     expected = (logits.shape[0], *logits.shape[2:])
     if tuple(target.shape) != expected:
         raise ValueError(
-            f"target must have shape {expected} for logits of shape {tuple(logits.shape)} "
+            f"{name} must have shape {expected} for logits of shape {tuple(logits.shape)} "
             f"(class dimension is dim 1, as in F.cross_entropy), got {tuple(target.shape)}"
         )
     if is_compiling():  # a data-dependent branch would break the graph: values are checked eagerly only
@@ -85,7 +86,7 @@ def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> None:
     if bool(flags[0]):
         first = int(target[bad_target].flatten()[0])
         raise ValueError(
-            f"target holds class index {first}, expected values in [0, {n_classes - 1}] or ignore_index={ignore_index}"
+            f"{name} holds class index {first}, expected values in [0, {n_classes - 1}] or ignore_index={ignore_index}"
         )
     raise ValueError("logits contains NaN or +inf values (-inf, a masked class, is allowed)")
 

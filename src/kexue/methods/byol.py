@@ -32,7 +32,7 @@ from kexue._validate import check_choice, check_int, check_real
 from kexue.losses.cosine import normalized_mse
 from kexue.modules.heads import BYOLPredictionHead, BYOLProjectionHead, convert_sync_batchnorm
 
-from .simsiam import _check_views, _monitor_std
+from .simsiam import _check_sizes, _check_views, _for_loss, _monitor_std
 
 __all__ = ["BYOL", "cosine_tau", "ema_update_"]
 
@@ -109,8 +109,10 @@ class BYOL(nn.Module):
     Forward:
         ``forward(x1, x2)`` returns ``{"loss", "std", "cos", "z1", "p1"}``; the loss is in ``[0, 8]``
         (``[0, 4]`` asymmetric); ``std`` is NaN for a batch of one, which works in eval mode only (BatchNorm in
-        train mode needs two examples: ``ValueError`` naming the batch size). Call :meth:`update_target` after
-        every optimizer step (e.g. ``fit(..., after_step=lambda m, k: m.update_target(k, total_steps))``).
+        train mode needs two examples: ``ValueError`` naming the batch size). Under autocast ``z1`` and ``p1``
+        are half precision (the heads' linear layers) while the loss, ``std`` and ``cos`` are computed and
+        returned in float32, as ``F.cross_entropy`` is. Call :meth:`update_target` after every optimizer step
+        (e.g. ``fit(..., after_step=lambda m, k: m.update_target(k, total_steps))``).
 
     Example:
         >>> from kexue.modules import SmallCNN
@@ -137,6 +139,7 @@ class BYOL(nn.Module):
         super().__init__()
         check_choice("buffers", buffers, ("copy", "ema", "own"))
         tau_base = check_real("tau_base", tau_base, low=0, high=1)
+        _check_sizes(feature_dim=feature_dim, hidden_dim=hidden_dim, dim=dim)
         self.backbone = backbone
         self.projector = BYOLProjectionHead(feature_dim, hidden_dim, dim)
         self.predictor = BYOLPredictionHead(dim, hidden_dim)
@@ -159,14 +162,15 @@ class BYOL(nn.Module):
         _check_views(self, x1, x2)
         z1 = self.projector(self.backbone(x1))
         p1 = self.predictor(z1)
-        t2 = self._target(x2)
-        loss = normalized_mse(p1, t2)
+        # under autocast the loss is computed in float32 from the half-precision head outputs (_for_loss)
+        f1, t2 = _for_loss(p1), _for_loss(self._target(x2))
+        loss = normalized_mse(f1, t2)
         if self.symmetric:
             p2 = self.predictor(self.projector(self.backbone(x2)))
-            loss = loss + normalized_mse(p2, self._target(x1))
+            loss = loss + normalized_mse(_for_loss(p2), _for_loss(self._target(x1)))
         with torch.no_grad():
-            std = _monitor_std(z1.detach())
-            cos = 1 - 0.5 * normalized_mse(p1.detach(), t2)
+            std = _monitor_std(_for_loss(z1.detach()))
+            cos = 1 - 0.5 * normalized_mse(f1.detach(), t2)
         return {"loss": loss, "std": std, "cos": cos, "z1": z1, "p1": p1}
 
     @torch.no_grad()

@@ -256,6 +256,10 @@ def ign_iterate(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, *, ste
     Returns:
         ``steps`` tensors of shape ``(B, *S)``.
 
+    Raises:
+        TypeError: ``x`` not a tensor; ``steps`` not an integer.
+        ValueError: ``x`` without a batch or with an empty one; ``steps`` < 1; ``f`` changed the shape.
+
     Example:
         >>> import torch
         >>> outs = ign_iterate(torch.tanh, torch.zeros(2, 3), steps=3)
@@ -265,6 +269,8 @@ def ign_iterate(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, *, ste
     check_int("steps", steps, low=1)
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[0] == 0:  # dtype and values are the model's business (it may take any input)
+        raise ValueError(f"x must hold a non-empty batch (B, *S), got shape {tuple(x.shape)}")
     outs = []
     y = x
     for _ in range(steps):
@@ -285,7 +291,8 @@ def gaussian_noise(
     """Standard normal noise of image shape, ``z ~ N(0, I)`` (the option the paper compares to).
 
     Raises:
-        ValueError: a negative size in ``shape``; TypeError: a non-integer size.
+        ValueError: a negative size in ``shape``.
+        TypeError: a non-integer size; a ``dtype`` that is not a floating-point ``torch.dtype``.
 
     Example:
         >>> gaussian_noise((2, 1, 28, 28)).shape
@@ -293,6 +300,8 @@ def gaussian_noise(
     """
     for i, n in enumerate(shape):
         check_int(f"shape[{i}]", n, low=0)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype (normal noise), got {dtype!r}")
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
 

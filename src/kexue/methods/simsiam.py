@@ -77,6 +77,24 @@ def _check_views(model: nn.Module, x1: Tensor, x2: Tensor) -> None:
         )
 
 
+def _for_loss(x: Tensor) -> Tensor:
+    """``x`` in float32 when autocast made it half precision, else unchanged.
+
+    The heads' linear layers run in bf16/fp16 under autocast; the loss and the monitors are reductions, which
+    autocast runs in float32 (as ``F.cross_entropy``): a cosine of 3-digit vectors is too coarse to train on.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(x.device.type):
+        return x.float()
+    return x
+
+
+def _check_sizes(**sizes: int | None) -> None:
+    """The method's own size arguments, checked before the heads are built so the message names them."""
+    for name, value in sizes.items():
+        if value is not None:
+            check_int(name, value, low=1)
+
+
 def _monitor_std(z: Tensor) -> Tensor:
     """:func:`normalized_std` of ``z``, NaN for a single example (a spread needs two)."""
     if z.shape[0] < 2:
@@ -109,7 +127,13 @@ class SimSiam(nn.Module):
         "p1", "p2"}``: the loss (in ``[-1, 1]``), the collapse monitor :func:`kexue.ops.normalized_std` of
         ``z1`` (compare with ``1/sqrt(dim)``; NaN for a batch of one), the mean cosine between ``p1`` and
         ``z2`` and the (attached) tensors. A batch of one works in eval mode only: BatchNorm in train mode needs
-        two examples (``ValueError`` naming the batch size).
+        two examples (``ValueError`` naming the batch size). Under autocast the tensors are half precision (the
+        heads' linear layers) while the loss, ``std`` and ``cos`` are computed and returned in float32, as
+        ``F.cross_entropy`` is.
+
+    Raises:
+        TypeError / ValueError: a size argument that is not an integer >= 1 (named as here, e.g.
+            ``num_proj_layers``), an unknown ``predictor``.
 
     Example:
         >>> from kexue.modules import SmallCNN
@@ -136,6 +160,13 @@ class SimSiam(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("predictor", predictor, ("mlp", "none", "frozen"))
+        _check_sizes(
+            feature_dim=feature_dim,
+            dim=dim,
+            hidden_dim=hidden_dim,
+            pred_hidden_dim=pred_hidden_dim,
+            num_proj_layers=num_proj_layers,
+        )
         self.backbone = backbone
         self.projector = SimSiamProjectionHead(feature_dim, hidden_dim, dim, num_layers=num_proj_layers)
         self.predictor: nn.Module = (
@@ -167,17 +198,19 @@ class SimSiam(nn.Module):
         # two passes, as the official code: each view's BN statistics are its own batch's.
         z1, z2 = self.project(x1), self.project(x2)
         p1 = self.predictor(z1)
+        # under autocast the loss is computed in float32 from the half-precision head outputs (_for_loss)
+        f1, g1, g2 = _for_loss(p1), _for_loss(z1), _for_loss(z2)
         if self.symmetric:
             p2 = self.predictor(z2)
-            loss = 0.5 * negative_cosine_similarity(p1, self._target(z2)) + 0.5 * negative_cosine_similarity(
-                p2, self._target(z1)
+            loss = 0.5 * negative_cosine_similarity(f1, self._target(g2)) + 0.5 * negative_cosine_similarity(
+                _for_loss(p2), self._target(g1)
             )
         else:
             p2 = p1.new_empty(0)
-            loss = negative_cosine_similarity(p1, self._target(z2))
+            loss = negative_cosine_similarity(f1, self._target(g2))
         with torch.no_grad():
-            std = _monitor_std(z1.detach())
-            cos = -negative_cosine_similarity(p1.detach(), z2.detach())
+            std = _monitor_std(g1.detach())
+            cos = -negative_cosine_similarity(f1.detach(), g2.detach())
         return {"loss": loss, "std": std, "cos": cos, "z1": z1, "z2": z2, "p1": p1, "p2": p2}
 
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from kexue._validate import check_int
+from kexue._validate import check_float_tensor, check_int, check_real
 
 __all__ = [
     "BYOLPredictionHead",
@@ -27,6 +27,12 @@ __all__ = [
 def _positive(**dims: int) -> None:
     for k, v in dims.items():
         check_int(k, v, low=1)  # rejects bools and floats too (TypeError)
+
+
+def _check_x(x: Tensor) -> Tensor:
+    """A head's input: a floating ``(B, D)`` batch, non-empty and finite (one device sync; skipped under
+    ``torch.compile``). A NaN here would otherwise spread through BatchNorm's batch statistics to every row."""
+    return check_float_tensor("x", x, ndim=2)
 
 
 class SimSiamProjectionHead(nn.Module):
@@ -45,6 +51,10 @@ class SimSiamProjectionHead(nn.Module):
 
     Shapes:
         ``(B, in_dim) -> (B, out_dim)``.
+
+    Raises:
+        TypeError: ``x`` not floating point; a size not an integer.
+        ValueError: ``x`` not ``(B, D)``, empty or with NaN/inf entries; a size < 1.
 
     Example:
         >>> SimSiamProjectionHead(128, 64, 64)(torch.randn(4, 128)).shape
@@ -67,7 +77,7 @@ class SimSiamProjectionHead(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(_check_x(x))
 
 
 class SimSiamPredictionHead(nn.Module):
@@ -83,6 +93,10 @@ class SimSiamPredictionHead(nn.Module):
 
     Shapes:
         ``(B, dim) -> (B, dim)``.
+
+    Raises:
+        TypeError: ``x`` not floating point; a size not an integer.
+        ValueError: ``x`` not ``(B, D)``, empty or with NaN/inf entries; a size < 1.
 
     Example:
         >>> SimSiamPredictionHead(64).net[0]
@@ -102,7 +116,7 @@ class SimSiamPredictionHead(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(_check_x(x))
 
 
 class BYOLProjectionHead(nn.Module):
@@ -117,6 +131,10 @@ class BYOLProjectionHead(nn.Module):
         in_dim: input size.
         hidden_dim: hidden width (4096).
         out_dim: output size (256).
+
+    Raises:
+        TypeError: ``x`` not floating point; a size not an integer.
+        ValueError: ``x`` not ``(B, D)``, empty or with NaN/inf entries; a size < 1.
 
     Example:
         >>> BYOLProjectionHead(128, 64, 16)(torch.randn(4, 128)).shape
@@ -134,7 +152,7 @@ class BYOLProjectionHead(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(_check_x(x))
 
 
 class BYOLPredictionHead(BYOLProjectionHead):
@@ -165,19 +183,42 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
     ``torch.nn.SyncBatchNorm`` it works on any backend, gloo on CPU included. Running statistics use the
     unbiased global variance, as ``BatchNorm1d`` does.
 
+    Args:
+        num_features: ``C``.
+        eps: added to the variance (finite, > 0).
+        momentum, affine, track_running_stats, device, dtype: as ``nn.BatchNorm1d``.
+
     Shapes:
-        ``(B, C)``.
+        ``(B, C)`` (``(B, C, L)`` too outside synchronised training, as ``nn.BatchNorm1d``).
+
+    Raises:
+        TypeError: ``x`` not floating point; ``eps`` not a real number.
+        ValueError: ``x`` of another rank, empty or with NaN/inf entries; ``eps`` not finite and > 0.
 
     Example:
         >>> SyncBatchNorm1d(8)(torch.randn(4, 8)).shape
         torch.Size([4, 8])
     """
 
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        check_int("num_features", num_features, low=1)
+        check_real("eps", eps, low=0.0, low_inclusive=False)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        synced = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        check_float_tensor("x", x, ndim=2 if synced else (2, 3))
+        if not synced:
             return super().forward(x)
-        if x.dim() != 2:
-            raise ValueError(f"SyncBatchNorm1d expects (B, C) input, got shape {tuple(x.shape)}")
         from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from .._validate import check_real
+from .._validate import check_float_tensor, check_real, is_compiling
 
 __all__ = [
     "DoubleBackwardError",
@@ -64,6 +64,8 @@ __all__ = [
 Site = Union[Literal["input", "embedding"], str, nn.Module]  # noqa: UP007 (runtime alias, py3.10)
 Inputs = Union[Tensor, Sequence[Any], Mapping[str, Any]]  # noqa: UP007
 Transform = Callable[[Tensor, Tensor | None], Tensor]
+
+_IGNORE_INDEX = -100  # F.cross_entropy's default: a label that is not a target
 
 # The tokenizer's order of a Hugging Face batch, used to name the elements of a tuple.
 _HF_POSITIONAL = ("attention_mask", "token_type_ids")
@@ -207,11 +209,19 @@ def _input_key(site: Site, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int
     value = args[key] if isinstance(key, int) else kwargs[key]
     if not isinstance(value, Tensor) or not value.is_floating_point():
         what = f"{type(value).__name__}" if not isinstance(value, Tensor) else f"a {value.dtype} tensor"
+        # a ValueError: the site does not fit these inputs (token ids are valid input for site='embedding')
         raise ValueError(
-            f"site={site!r} perturbs a floating tensor, but input {key!r} is {what} (token ids?): use "
-            "site='embedding' to perturb the embedding output, or pass inputs_embeds"
+            f"site={site!r} perturbs a floating tensor, but {input_name(key, args, kwargs)} is {what} (token ids?): "
+            "use site='embedding' to perturb the embedding output, or pass inputs_embeds"
         )
     return key
+
+
+def input_name(key: int | str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """How the user named the value of the input site: ``inputs``, ``inputs[1]`` or ``inputs['inputs_embeds']``."""
+    if isinstance(key, str):
+        return f"inputs[{key!r}]"
+    return "inputs" if len(args) == 1 and not kwargs and key == 0 else f"inputs[{key}]"
 
 
 def as_logits(out: Any, batch: int) -> Tensor:
@@ -233,14 +243,41 @@ def as_logits(out: Any, batch: int) -> Tensor:
     return out
 
 
-def check_target(logits: Tensor, target: Any) -> None:
-    """``target`` is a tensor with the logits' batch size."""
+def check_target(logits: Tensor, target: Any, *, classes: bool = False) -> None:
+    """``target`` is a tensor with the logits' batch size.
+
+    With ``classes=True`` (the default loss, ``F.cross_entropy``) it must also be what cross entropy reads:
+    class indices ``(B,)`` in ``[0, C)`` or its ``ignore_index`` -100, or class probabilities of the logits'
+    shape ``(B, C)``. Checked here so that a wrong label is a ``ValueError``/``TypeError`` naming ``target``
+    rather than an ``IndexError`` (or a device assert on CUDA) from inside the loss.
+    """
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a Tensor, got {type(target).__name__}")
     if target.dim() == 0:
         raise ValueError("target must have a batch dimension, got a 0-d tensor")
     if target.shape[0] != logits.shape[0]:
         raise ValueError(f"target has batch size {target.shape[0]}, logits {tuple(logits.shape)}")
+    if not classes:
+        return
+    if target.is_floating_point() and target.shape == logits.shape:
+        check_float_tensor("target", target)  # class probabilities (soft labels), as F.cross_entropy reads them
+        return
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"target must hold integer class indices of shape (B,) or class probabilities of the logits' shape "
+            f"{tuple(logits.shape)}, got dtype {target.dtype} and shape {tuple(target.shape)}"
+        )
+    if target.dim() != 1:
+        raise ValueError(f"target must hold class indices of shape (B,), got shape {tuple(target.shape)}")
+    if is_compiling():
+        return
+    n = logits.shape[1]
+    bad = (target != _IGNORE_INDEX) & ((target < 0) | (target >= n))
+    if bool(bad.any()):
+        raise ValueError(
+            f"target holds class index {int(target[bad][0])}, expected values in [0, {n - 1}] or the ignore_index "
+            f"{_IGNORE_INDEX} of F.cross_entropy"
+        )
 
 
 def check_static_graph(model: nn.Module, what: str) -> None:
@@ -315,8 +352,12 @@ class Forward:
         if self.module is None:
             self.key = _input_key(site, self.args, self.kwargs)
             first: Tensor = self._get(self.args, self.kwargs, self.key)
+            # the value that is perturbed: floating, finite and non-empty, named as the caller passed it
+            check_float_tensor(input_name(self.key, self.args, self.kwargs), first, min_ndim=1)
         else:
             first = next(t for t in self.tensors())
+            if first.dim() == 0 or first.shape[0] == 0:
+                raise ValueError(f"inputs must hold a non-empty batch (B, ...), got shape {tuple(first.shape)}")
         self.batch = first.shape[0]
         self.value: Tensor | None = None
         self.ids: Tensor | None = None
@@ -457,8 +498,24 @@ def normalize(
 
 
 def per_sample_norm(d: Tensor) -> Tensor:
-    """``(B,)`` L2 norms over all non-batch dims."""
-    return d.reshape(d.shape[0], -1).norm(dim=1)
+    """``(B,)`` L2 norms over all non-batch dims, exact for any finite scale.
+
+    Each row is divided by its largest ``|entry|`` before the norm and multiplied back after: the squares of a
+    float32 row of entries ~1e20 overflow (the norm comes out ``inf``) and those of ~1e-20 underflow (``0``).
+    The scale is detached; ``||d|| = m ||d / m||`` for the constant ``m``, so the gradient is the exact one.
+    """
+    flat = d.reshape(d.shape[0], -1)
+    m = flat.detach().abs().amax(dim=1, keepdim=True)
+    # an all-zero row keeps norm 0; a non-finite one keeps its inf/NaN norm (a GradScaler overflow stays visible)
+    m = torch.where((m > 0) & torch.isfinite(m), m, torch.ones_like(m))
+    return (flat / m).norm(dim=1) * m.squeeze(1)
+
+
+def global_norm(d: Tensor) -> Tensor:
+    """The L2 norm of the whole tensor (0-d), exact for any finite scale (see :func:`per_sample_norm`)."""
+    m = d.detach().abs().max() if d.numel() else torch.zeros((), dtype=d.dtype, device=d.device)
+    m = torch.where((m > 0) & torch.isfinite(m), m, torch.ones_like(m))
+    return (d / m).norm() * m
 
 
 @contextmanager

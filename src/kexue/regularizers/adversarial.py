@@ -85,7 +85,7 @@ def _scale(scaler: Any) -> float:
 
 
 def _clean_grads(
-    fwd: Forward, target: Tensor, lf: LossFn, params: list[nn.Parameter], scaler: Any
+    fwd: Forward, target: Tensor, lf: LossFn, params: list[nn.Parameter], scaler: Any, classes: bool
 ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor | None]]]:
     """Clean pass: ``(loss, grad at the site, [(tensor, clean gradient)])`` from one backward.
 
@@ -94,7 +94,7 @@ def _clean_grads(
     """
     with extra_pass(fwd.model):
         logits = fwd(need_grad=True, cut=True)
-    check_target(logits, target)
+    check_target(logits, target, classes=classes)
     loss = lf(logits, target)
     g, carried = fwd.clean_gradients(loss, params, _scale(scaler))
     if not torch.isfinite(g).all():
@@ -163,8 +163,11 @@ def fgm_loss(
 
     Raises:
         ValueError: a hyperparameter is non-finite or out of range, the target's batch size differs, the
-            model is ``DistributedDataParallel(static_graph=True)``.
-        TypeError: ``inputs`` or ``target`` of the wrong kind.
+            model is ``DistributedDataParallel(static_graph=True)``; a perturbed input that is not floating point
+            (token ids: use ``site="embedding"``), empty or with NaN/inf; with the default loss, a class index
+            outside ``[0, C)`` (other than cross entropy's ignore_index -100).
+        TypeError: ``inputs`` or ``target`` of the wrong kind; with the default loss, a target that is neither
+            integer class indices nor class probabilities.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -184,7 +187,7 @@ def fgm_loss(
         # by loss.backward().
         with extra_pass(model):
             logits = fwd(need_grad=True)
-        check_target(logits, target)
+        check_target(logits, target, classes=loss_fn is None)
         loss = lf(logits, target)
         v = fwd.value
         assert v is not None
@@ -196,7 +199,7 @@ def fgm_loss(
         v_clean = v
         return loss + lf(fwd(lambda _val, _ids: v_clean + delta), target)
     params = trainable(fwd.core) if include_clean else []
-    loss, g, carried = _clean_grads(fwd, target, lf, params, scaler)
+    loss, g, carried = _clean_grads(fwd, target, lf, params, scaler, loss_fn is None)
     delta = (eps * _step_direction(g, norm, scope, fwd)).detach()
     if clamp is not None:
         x = fwd.input.detach()
@@ -255,7 +258,8 @@ def pgd_loss(
         Scalar loss.
 
     Raises:
-        ValueError: a hyperparameter is non-finite or out of range (see :func:`fgm_loss`).
+        ValueError / TypeError: a hyperparameter is non-finite or out of range, bad inputs or target (see
+            :func:`fgm_loss`).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -273,7 +277,7 @@ def pgd_loss(
     if clamp is not None and fwd.module is not None:
         raise ValueError("clamp applies to site='input' only")
     params = trainable(fwd.core) if include_clean else []
-    loss, g, carried = _clean_grads(fwd, target, lf, params, scaler)
+    loss, g, carried = _clean_grads(fwd, target, lf, params, scaler, loss_fn is None)
     x0 = fwd.input.detach() if clamp is not None else None
 
     def clip(d: Tensor) -> Tensor:

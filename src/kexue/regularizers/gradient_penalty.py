@@ -45,6 +45,7 @@ from ._site import (
     check_static_graph,
     check_target,
     extra_pass,
+    global_norm,
     linear_surrogate,
     normalize,
     per_sample_norm,
@@ -107,6 +108,8 @@ def smoothness_penalty(
     Raises:
         DoubleBackwardError: the model holds an op without double backward (use
             :func:`gradient_penalty_loss` with ``method="finite_difference"``).
+        ValueError: an unknown option; a perturbed input that is not floating point (token ids: use
+            ``site="embedding"``), empty or with NaN/inf.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -151,7 +154,7 @@ def smoothness_penalty(
 def _direction_and_coef(g: Tensor, form: str, scope: str, eps: float, fwd: Forward) -> tuple[Tensor, Tensor, Tensor]:
     """``(u, c, value)``: the penalty's parameter gradient is ``c * grad_theta(grad_x L . u)``."""
     if form == "squared":
-        n = g.norm()
+        n = global_norm(g)  # scale-safe: ||g||^2 of a float32 gradient beyond ~1e19 would overflow
         u = g / n.clamp_min(torch.finfo(g.dtype).tiny)
         return u, eps * n, 0.5 * eps * n**2
     if scope == "global":
@@ -209,7 +212,11 @@ def gradient_penalty_loss(
         DoubleBackwardError: double backward is impossible through the model; the message names
             ``method='finite_difference'``.
         ValueError: ``eps``/``fd_step`` not finite and > 0, an unknown option, the target's batch size differs,
-            ``DistributedDataParallel(static_graph=True)``.
+            ``DistributedDataParallel(static_graph=True)``; a perturbed input that is not floating point (token
+            ids: use ``site="embedding"``), empty or with NaN/inf; with the default loss, a class index outside
+            ``[0, C)`` (other than cross entropy's ignore_index -100).
+        TypeError: with the default loss, a target that is neither integer class indices nor class
+            probabilities.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -226,7 +233,7 @@ def gradient_penalty_loss(
     fwd = Forward(model, inputs, site)
     if method == "double_backward":
         logits = fwd(need_grad=True)
-        check_target(logits, target)
+        check_target(logits, target, classes=loss_fn is None)
         loss = lf(logits, target)
         v = fwd.value
         assert v is not None
@@ -258,7 +265,7 @@ def gradient_penalty_loss(
         # graph upstream of the inputs.
         with extra_pass(model):
             logits = fwd(need_grad=True)
-        check_target(logits, target)
+        check_target(logits, target, classes=loss_fn is None)
         loss = lf(logits, target)
         v = fwd.value
         assert v is not None
@@ -278,7 +285,7 @@ def gradient_penalty_loss(
     params = trainable(fwd.core)
     with extra_pass(model):
         logits = fwd(need_grad=True, cut=True)
-    check_target(logits, target)
+    check_target(logits, target, classes=loss_fn is None)
     loss = lf(logits, target)
     g0, carried = fwd.clean_gradients(loss, params)
     u, c, value = _direction_and_coef(g0, form, scope, eps, fwd)
@@ -295,7 +302,7 @@ def gradient_penalty_loss(
 
 
 class SmoothnessPenalty(nn.Module):
-    """Module form of :func:`smoothness_penalty`.
+    """Module form of :func:`smoothness_penalty` (``reduction`` as there, ``"mean"`` by default).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -310,20 +317,29 @@ class SmoothnessPenalty(nn.Module):
         loss: Literal["kl", "mse"] = "kl",
         estimator: Literal["exact", "rademacher"] = "exact",
         n_samples: int = 1,
+        reduction: Literal["mean", "sum", "none"] = "mean",
     ) -> None:
         super().__init__()
         check_choice("loss", loss, ("kl", "mse"))
         check_choice("estimator", estimator, ("exact", "rademacher"))
         check_int("n_samples", n_samples, low=1)
+        check_reduction(reduction)
         self.site, self.loss, self.estimator, self.n_samples = site, loss, estimator, n_samples
+        self.reduction = reduction
 
     def forward(self, model: nn.Module, inputs: Inputs) -> Tensor:
         return smoothness_penalty(
-            model, inputs, site=self.site, loss=self.loss, estimator=self.estimator, n_samples=self.n_samples
+            model,
+            inputs,
+            site=self.site,
+            loss=self.loss,
+            estimator=self.estimator,
+            n_samples=self.n_samples,
+            reduction=self.reduction,
         )
 
     def extra_repr(self) -> str:
-        return f"site={self.site!r}, loss={self.loss}, estimator={self.estimator}"
+        return f"site={self.site!r}, loss={self.loss}, estimator={self.estimator}, reduction={self.reduction!r}"
 
 
 class GradientPenaltyLoss(nn.Module):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .._validate import check_choice, check_int, check_real, check_reduction
+from .._validate import check_choice, check_float_tensor, check_int, check_real, check_reduction
 from ._site import (
     Forward,
     Inputs,
@@ -81,11 +81,21 @@ def perturb(
     Returns:
         Tensor of ``value``'s shape and dtype.
 
+    Raises:
+        TypeError: ``value`` is not a floating-point tensor.
+        ValueError: ``value`` holds NaN or inf; ``sigma`` not finite and >= 0; an unknown option.
+
     Example:
         >>> perturb(torch.zeros(2, 3), sigma=0.0).abs().sum().item()
         0.0
     """
+    check_float_tensor("value", value, allow_empty=True)  # noise on an empty tensor is an empty tensor
     _check_noise(sigma, kind, distribution)
+    return _perturb(value, sigma, kind, distribution, generator)
+
+
+def _perturb(value: Tensor, sigma: float, kind: str, distribution: str, generator: torch.Generator | None) -> Tensor:
+    """The core of :func:`perturb` (arguments validated by the caller)."""
     if sigma == 0:
         return value
     shape, dt, dev = value.shape, value.dtype, value.device
@@ -119,10 +129,7 @@ def _weight_noise_logits(
     # The noise goes on a functional copy of the parameters, so the module itself is never edited (nothing to
     # restore, and gradients flow to the clean weights through the perturbation).
     args, kwargs = call_args(model, inputs)
-    params = {
-        n: perturb(p, sigma=sigma, kind=kind, distribution=distribution, generator=gen)
-        for n, p in model.named_parameters()
-    }
+    params = {n: _perturb(p, sigma, kind, distribution, gen) for n, p in model.named_parameters()}
     first = next(t for t in (*args, *kwargs.values()) if isinstance(t, Tensor))
     return as_logits(functional_call(model, params, tuple(args), dict(kwargs)), first.shape[0])
 
@@ -139,7 +146,7 @@ def _noisy_logits(
     if isinstance(site, str) and site == "weights":
         return _weight_noise_logits(model, inputs, sigma, kind, distribution, gen)
     fwd = Forward(model, inputs, site)
-    return fwd(lambda v, _ids: perturb(v, sigma=sigma, kind=kind, distribution=distribution, generator=gen))
+    return fwd(lambda v, _ids: _perturb(v, sigma, kind, distribution, gen))
 
 
 def noisy_loss(
@@ -178,8 +185,12 @@ def noisy_loss(
         Scalar loss.
 
     Raises:
+        TypeError: with the default loss, a target that is neither integer class indices nor class
+            probabilities.
         ValueError: ``sigma`` not finite and >= 0, ``label_smoothing`` outside ``[0, 1)``, ``k`` < 1, the
-            target's batch size differs.
+            target's batch size differs; a perturbed input that is not floating point (token ids: use
+            ``site="embedding"``), empty or with NaN/inf; with the default loss, a class index outside ``[0, C)``
+            (other than cross entropy's ignore_index -100).
 
     Example:
         >>> m = nn.Linear(4, 3)
@@ -197,7 +208,7 @@ def noisy_loss(
     for i in range(k):
         with extra_pass(model) if i < k - 1 else nullcontext():
             logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
-        check_target(logits, target)
+        check_target(logits, target, classes=loss_fn is None)
         loss = loss_fn(logits, target) if loss_fn else F.cross_entropy(logits, target, label_smoothing=label_smoothing)
         total = loss if total is None else total + loss
     assert total is not None
@@ -218,11 +229,32 @@ def consistency_divergence(
         clean_logits: clean logits ``(B, C)``.
         loss: ``"kl"`` or ``"mse"``.
         reduction: ``"mean"`` over the batch, ``"sum"`` or ``"none"`` (``(B,)``).
+
+    Returns:
+        Scalar, or ``(B,)`` for ``reduction="none"``, in the promoted dtype of the inputs; under autocast, as
+        ``F.cross_entropy``, half-precision logits are computed in float32 and the result is float32.
+
+    Raises:
+        TypeError: an input is not a floating-point tensor.
+        ValueError: an input is not ``(B, C)``, is empty or holds NaN/inf; the shapes differ; an unknown option.
     """
+    check_float_tensor("logits", logits, ndim=2)
+    check_float_tensor("clean_logits", clean_logits, ndim=2)
     if logits.shape != clean_logits.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and clean_logits {tuple(clean_logits.shape)} differ")
     check_choice("loss", loss, ("kl", "mse"))
     check_reduction(reduction)
+    return _divergence(logits, clean_logits, loss, reduction)
+
+
+def _divergence(logits: Tensor, clean_logits: Tensor, loss: str, reduction: str) -> Tensor:
+    """The core of :func:`consistency_divergence` on model outputs (not validated: an inf logit of an fp16
+    forward must reach the loss, where a ``GradScaler`` sees it, rather than raise)."""
+    dtype = torch.promote_types(logits.dtype, clean_logits.dtype)
+    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(logits.device.type):
+        # an fp32 op under autocast, as F.cross_entropy and F.kl_div: softmax of 3-digit logits loses the loss
+        dtype = torch.float32
+    logits, clean_logits = logits.to(dtype), clean_logits.to(dtype)
     if loss == "kl":
         logp = F.log_softmax(clean_logits, dim=-1)
         per = (logp.exp() * (logp - F.log_softmax(logits, dim=-1))).sum(-1)
@@ -270,10 +302,12 @@ def noise_consistency_loss(
         generator: optional RNG.
 
     Returns:
-        Scalar (or ``(B,)`` for ``reduction="none"``).
+        Scalar (or ``(B,)`` for ``reduction="none"``); under autocast, as ``F.cross_entropy``, the divergence of
+        half-precision logits is computed in float32 and the result is float32.
 
     Raises:
-        ValueError: ``sigma`` not finite and > 0, ``k`` < 1, an unknown option.
+        ValueError: ``sigma`` not finite and > 0, ``k`` < 1, an unknown option; a perturbed input that is not
+            floating point (token ids: use ``site="embedding"``), empty or with NaN/inf.
 
     Example:
         >>> m = nn.Linear(4, 3)
@@ -295,7 +329,7 @@ def noise_consistency_loss(
     for i in range(k):
         with extra_pass(model) if i < k - 1 else nullcontext():
             logits = _noisy_logits(model, inputs, site, sigma, kind, distribution, generator)
-        term = consistency_divergence(logits, target, loss=loss, reduction=reduction)
+        term = _divergence(logits, target, loss, reduction)
         total = term if total is None else total + term
     assert total is not None
     return total / k
@@ -345,7 +379,7 @@ class NoisyLoss(nn.Module):
 
 
 class NoiseConsistencyLoss(nn.Module):
-    """Module form of :func:`noise_consistency_loss`.
+    """Module form of :func:`noise_consistency_loss` (``reduction`` as there, ``"mean"`` by default).
 
     Example:
         >>> float(NoiseConsistencyLoss(sigma=0.1)(nn.Linear(4, 3), torch.randn(5, 4))) >= 0
@@ -360,12 +394,15 @@ class NoiseConsistencyLoss(nn.Module):
         loss: Literal["kl", "mse"] = "kl",
         k: int = 1,
         probe_dropout: bool = False,
+        reduction: Literal["mean", "sum", "none"] = "mean",
     ) -> None:
         super().__init__()
         check_positive("sigma", sigma)
         check_choice("loss", loss, ("kl", "mse"))
         check_int("k", k, low=1)
+        check_reduction(reduction)
         self.sigma, self.site, self.loss, self.k, self.probe_dropout = sigma, site, loss, k, probe_dropout
+        self.reduction = reduction
 
     def forward(self, model: nn.Module, inputs: Inputs, clean_logits: Tensor | None = None) -> Tensor:
         return noise_consistency_loss(
@@ -377,7 +414,8 @@ class NoiseConsistencyLoss(nn.Module):
             k=self.k,
             clean_logits=clean_logits,
             probe_dropout=self.probe_dropout,
+            reduction=self.reduction,
         )
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, site={self.site!r}, loss={self.loss}, k={self.k}"
+        return f"sigma={self.sigma}, site={self.site!r}, loss={self.loss}, k={self.k}, reduction={self.reduction!r}"

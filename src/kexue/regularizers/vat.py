@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.dropout import _DropoutNd
 
-from .._validate import check_choice, check_int, check_reduction
+from .._validate import check_choice, check_float_tensor, check_int, check_reduction
 from ._site import (
     Forward,
     Inputs,
@@ -75,10 +75,11 @@ from ._site import (
     dropout_disabled,
     extra_pass,
     frozen_batchnorm_stats,
+    global_norm,
     normalize,
     per_sample_norm,
 )
-from .noise import consistency_divergence
+from .noise import _divergence
 
 __all__ = ["VAT", "conditional_entropy", "probe_radius", "vat_direction", "vat_loss"]
 
@@ -104,7 +105,12 @@ def probe_radius(v: Tensor, xi: float, scope: Scope = "per_sample") -> Tensor:
         scope: ``"per_sample"`` or ``"global"``.
 
     Returns:
-        The radius, in ``v``'s dtype.
+        The radius, in ``v``'s dtype. ``||v||`` is taken after dividing by the largest ``|entry|``, so it is
+        exact for any finite scale (the squares of a float32 ``v`` of size 1e30 would overflow).
+
+    Raises:
+        TypeError: ``v`` is not a floating-point tensor; ``xi`` not a real number.
+        ValueError: ``v`` is 0-d, empty or holds NaN/inf; ``xi`` not finite and > 0; an unknown ``scope``.
 
     Example:
         >>> probe_radius(torch.ones(2, 100), 1e-6).flatten()  # sqrt(1.19e-7) * 10
@@ -112,9 +118,18 @@ def probe_radius(v: Tensor, xi: float, scope: Scope = "per_sample") -> Tensor:
         >>> probe_radius(torch.ones(2, 100, dtype=torch.float64), 1e-6).flatten()  # representable: kept
         tensor([1.0000e-06, 1.0000e-06], dtype=torch.float64)
     """
+    check_float_tensor("v", v, min_ndim=1)
+    check_positive("xi", xi)
+    check_choice("scope", scope, ("per_sample", "global"))
+    return _probe_radius(v, xi, scope)
+
+
+def _probe_radius(v: Tensor, xi: float, scope: str) -> Tensor:
+    """The core of :func:`probe_radius` (arguments validated by the caller)."""
     tau = torch.finfo(v.dtype).eps ** 0.5
     v = v.detach()
-    r = per_sample_norm(v).reshape(-1, *([1] * (v.dim() - 1))) if scope == "per_sample" else v.norm()
+    # scale-safe norms: with ||v||^2 overflowing, the radius would be inf and every probe NaN
+    r = per_sample_norm(v).reshape(-1, *([1] * (v.dim() - 1))) if scope == "per_sample" else global_norm(v)
     return (tau * r).clamp_min(xi)
 
 
@@ -187,14 +202,14 @@ def _power_iteration(
                     base = d.to(v.dtype)
                 leaf = base.clone().requires_grad_(True)
                 holder.append(leaf)
-                return v + probe_radius(v, xi, scope) * leaf  # probe at x + xi * u; only u receives gradient
+                return v + _probe_radius(v, xi, scope) * leaf  # probe at x + xi * u; only u receives gradient
 
             rng.restore()  # the clean-target pass's dropout masks (and any other draw of the model)
             with extra_pass(model):
                 logits = fwd(probe)
             # KL summed over the batch: the scale is irrelevant after normalisation and the sum avoids tiny
             # values.
-            kl = consistency_divergence(_at_least_float32(logits), probe_target, loss="kl", reduction="sum")
+            kl = _divergence(_at_least_float32(logits), probe_target, "kl", "sum")
             (grad,) = torch.autograd.grad(kl, holder[0])
             d = normalize(grad.detach(), scope, ids=fwd.ids, num_embeddings=fwd.num_embeddings)  # ~ H u / ||H u||
     return d, (None if reuse else probe_target)
@@ -232,10 +247,12 @@ def vat_direction(
         generator: RNG for the initial direction (default: a generator seeded from the global stream).
 
     Returns:
-        Detached unit direction(s) of the site value's shape and dtype.
+        Detached unit direction(s) of the site value's shape and dtype (zero where the KL has no curvature, e.g.
+        a saturated network).
 
     Raises:
-        ValueError: ``xi`` not finite and > 0, ``n_power`` < 0, output not logits ``(B, C)``.
+        ValueError: ``xi`` not finite and > 0, ``n_power`` < 0, output not logits ``(B, C)``; a perturbed input
+            that is not floating point (token ids: use ``site="embedding"``), empty or with NaN/inf.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -300,11 +317,13 @@ def vat_loss(
         generator: RNG for the initial direction.
 
     Returns:
-        Scalar, or ``(B,)`` for ``reduction="none"``.
+        Scalar, or ``(B,)`` for ``reduction="none"``; under autocast, as ``F.cross_entropy``, the final KL of
+        half-precision logits is computed in float32 and the result is float32.
 
     Raises:
         ValueError: ``eps``/``xi`` not finite and > 0, ``n_power`` < 0, output not logits ``(B, C)``, embedding
-            not found.
+            not found; a perturbed input that is not floating point (token ids: use ``site="embedding"``), empty
+            or with NaN/inf.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -333,7 +352,8 @@ def vat_loss(
             return v + eps * u.detach().to(v.dtype)
 
         logits = fwd(final)
-    return consistency_divergence(logits, target.to(logits.dtype), loss="kl", reduction=reduction)
+    # the target keeps its dtype: a float32 target and bf16 logits (autocast) are compared in float32
+    return _divergence(logits, target, "kl", reduction)
 
 
 def conditional_entropy(logits: Tensor, *, reduction: Literal["mean", "sum", "none"] = "mean") -> Tensor:
@@ -345,13 +365,19 @@ def conditional_entropy(logits: Tensor, *, reduction: Literal["mean", "sum", "no
         logits: ``(B, C)``.
         reduction: over the batch.
 
+    Returns:
+        Scalar, or ``(B,)`` for ``reduction="none"``.
+
+    Raises:
+        TypeError: ``logits`` is not a floating-point tensor.
+        ValueError: ``logits`` is not ``(B, C)``, is empty or holds NaN/inf; an unknown reduction.
+
     Example:
         >>> h = conditional_entropy(torch.zeros(2, 4))
         >>> bool(torch.isclose(h, torch.log(torch.tensor(4.0))))
         True
     """
-    if not isinstance(logits, Tensor) or logits.dim() != 2:
-        raise ValueError(f"logits must be (B, C), got {getattr(logits, 'shape', logits)!r}")
+    check_float_tensor("logits", logits, ndim=2)
     check_reduction(reduction)
     logp = F.log_softmax(logits, dim=-1)
     per = -(logp.exp() * logp).sum(-1)
@@ -359,7 +385,7 @@ def conditional_entropy(logits: Tensor, *, reduction: Literal["mean", "sum", "no
 
 
 class VAT(nn.Module):
-    """Module form of :func:`vat_loss`: ``VAT(eps=2.0)(model, x_unlabelled)``.
+    """Module form of :func:`vat_loss`: ``VAT(eps=2.0)(model, x_unlabelled)`` (``reduction`` as there).
 
     Use :meth:`paper` for the paper's per-sample defaults and :meth:`author` for the author's embedding-matrix
     variant (``site="embedding"``, ``scope="global"``, ``xi=10``, ``eps=1``).
@@ -379,12 +405,14 @@ class VAT(nn.Module):
         site: Site = "input",
         scope: Scope = "per_sample",
         probe_dropout: bool = False,
+        reduction: Literal["mean", "sum", "none"] = "mean",
     ) -> None:
         super().__init__()
         check_positive("eps", eps)
         _validate(xi, n_power, scope)
+        check_reduction(reduction)
         self.eps, self.xi, self.n_power, self.site, self.scope = eps, xi, n_power, site, scope
-        self.probe_dropout = probe_dropout
+        self.probe_dropout, self.reduction = probe_dropout, reduction
 
     @classmethod
     def paper(cls, *, eps: float = 8.0, site: Site = "input") -> VAT:
@@ -408,7 +436,11 @@ class VAT(nn.Module):
             scope=self.scope,
             clean_logits=clean_logits,
             probe_dropout=self.probe_dropout,
+            reduction=self.reduction,
         )
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps}, xi={self.xi}, n_power={self.n_power}, site={self.site!r}, scope={self.scope}"
+        return (
+            f"eps={self.eps}, xi={self.xi}, n_power={self.n_power}, site={self.site!r}, scope={self.scope}, "
+            f"reduction={self.reduction!r}"
+        )
