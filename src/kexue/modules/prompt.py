@@ -1,28 +1,20 @@
 """Continuous prompt parameterisations for P-tuning, and the splice that puts them into ``inputs_embeds``.
 
-P-tuning (Liu et al., *GPT Understands, Too*, arXiv 2103.10385; Su, https://kexue.fm/archives/8295) replaces
-the
-words of a PET template with ``m`` trainable vectors. This file holds the ways of producing those vectors:
+P-tuning (Liu et al., *GPT Understands, Too*, arXiv 2103.10385; Su, https://kexue.fm/archives/8295) replaces the words
+of a PET template with ``m`` trainable vectors. This file holds the ways of producing those vectors:
 
 * :class:`PromptEncoder` with ``kind="none"``: free vectors (one ``nn.Parameter`` of shape ``(m, H)``);
-  ``kind="mlp"``: a position-indexed embedding through ``Linear(H, H) -> ReLU -> Linear(H, H)``;
-  ``kind="lstm"``: the paper's ``MLP(BiLSTM(E))`` with a 2-layer bidirectional LSTM of ``H/2`` units per
-  direction
-  (THUDM/P-tuning ``LAMA/p_tuning/prompt_encoder.py``). The encoder input is a trainable position embedding,
-  not
-  the vocabulary embeddings, and the output replaces the pseudo tokens in every example of the batch.
+  ``kind="mlp"``: a position-indexed embedding through ``Linear(H, H) -> ReLU -> Linear(H, H)``; ``kind="lstm"``: the
+  paper's ``MLP(BiLSTM(E))`` with a 2-layer bidirectional LSTM of ``H/2`` units per direction (THUDM/P-tuning
+  ``LAMA/p_tuning/prompt_encoder.py``). The encoder input is a trainable position embedding, not the vocabulary
+  embeddings, and the output replaces the pseudo tokens in every example of the batch.
 * :class:`TokenRows`: Su's variant that trains only a few rows of the LM's own embedding matrix
-  (``[unused1..8]``
-  in his code). Su writes it as ``E * mask + stop_gradient(E) * (1 - mask)``; with AdamW's decoupled weight
-  decay
-  that trick still shrinks the "frozen" rows, so here the trainable rows are a **separate parameter**
-  initialised
-  from the chosen rows and spliced in where those token ids occur; the LM's matrix is never touched.
+  (``[unused1..8]`` in his code). Su writes it as ``E * mask + stop_gradient(E) * (1 - mask)``; with AdamW's decoupled
+  weight decay that trick still shrinks the "frozen" rows, so here the trainable rows are a **separate parameter**
+  initialised from the chosen rows and spliced in where those token ids occur; the LM's matrix is never touched.
 
-:func:`splice_prompts` (and the functional core shared by both modules) writes prompt vectors into given
-positions
-of an ``inputs_embeds`` tensor with ``torch.where``, so gradients reach the prompt and nothing else is
-modified.
+:func:`splice_prompts` (and the functional core shared by both modules) writes prompt vectors into given positions of an
+``inputs_embeds`` tensor with ``torch.where``, so gradients reach the prompt and nothing else is modified.
 """
 
 from __future__ import annotations
@@ -187,14 +179,11 @@ class TokenRows(nn.Module):
     """Su's "train only a few embedding rows" variant, as a separate parameter (not a mask on the LM's
     matrix).
 
-    Article: https://kexue.fm/archives/8295 (``bojone/P-tuning``: ``mask[1:9] = 1`` over the embedding
-    matrix).
-    The rows of ``token_ids`` are copied once into a trainable ``(k, H)`` parameter; :meth:`splice` puts row
-    ``j``
-    wherever ``token_ids[j]`` occurs in ``input_ids``. The LM's embedding matrix stays frozen, so no optimiser
-    (weight decay included) can move it. The rows are *input* embeddings only: with a tied output layer, Su's
-    code also uses them as output classes; here the output layer keeps the original rows (documented
-    deviation).
+    Article: https://kexue.fm/archives/8295 (``bojone/P-tuning``: ``mask[1:9] = 1`` over the embedding matrix). The rows
+    of ``token_ids`` are copied once into a trainable ``(k, H)`` parameter; :meth:`splice` puts row ``j`` wherever
+    ``token_ids[j]`` occurs in ``input_ids``. The LM's embedding matrix stays frozen, so no optimiser (weight decay
+    included) can move it. The rows are *input* embeddings only: with a tied output layer, Su's code also uses them as
+    output classes; here the output layer keeps the original rows (documented deviation).
 
     Args:
         embedding_weight: the LM's input embedding matrix ``(V, H)`` (copied, never modified).
