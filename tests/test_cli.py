@@ -42,6 +42,7 @@ class Config:
     seed: int = 0
     steps: int = 2
     hold: str = ""
+    fail: str = ""
 
 
 PRESETS = {"smoke": Config(), "quick": Config(steps=3), "full": Config(steps=4)}
@@ -52,6 +53,8 @@ def run(cfg, out_dir, *, resume=False):
     deadline = time.monotonic() + 60
     while cfg.hold and not Path(cfg.hold).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    if cfg.fail:
+        raise ValueError(cfg.fail)
     return Result(metrics={"steps": cfg.steps, "seed": cfg.seed}, claims=[])
 '''
 
@@ -177,7 +180,7 @@ def test_resume_with_different_settings_is_refused_and_changes_nothing(
 
     same = _cli(fake_dir, "run", "fake", "--preset", "smoke", "--out", str(out), "--resume")
     assert same.returncode == 0, same.stderr  # positive control: identical settings resume
-    assert json.loads((out / "config.json").read_text())["config"] == {"seed": 0, "steps": 2, "hold": ""}
+    assert json.loads((out / "config.json").read_text())["config"] == {"seed": 0, "steps": 2, "hold": "", "fail": ""}
 
 
 # --- 3. bad input: one line, exit 2 or 1, nothing left behind -----------------------------------------------------
@@ -231,6 +234,9 @@ def test_an_unwritable_out_is_refused_before_anything_is_written(
         (["run", "fake", "--set", "steps=two", "--out", "{old}"], 2, "--set steps=two: expected int"),
         (["run", "fake", "--set", "steps", "--out", "{new}"], 2, "--set expects KEY=VALUE"),
         (["run", "fake", "--preset", "huge", "--out", "{old}"], 2, "has no preset 'huge'"),
+        (["run", "fake", "--seed", "-1", "--out", "{new}"], 2, "a seed must be an int in [0, 2**32 - 1]"),
+        (["run", "fake", "--set", f"seed={2**32}", "--out", "{new}"], 2, "a seed must be an int in [0, 2**32 - 1]"),
+        (["run", "fake", "--out", ""], 2, "--out must name a folder"),
         (["report", "{new}"], 2, "no such folder"),
         (["report", "{old}"], 1, "no runs in"),
         (["data", "status", "nosuch"], 2, "unknown dataset(s) ['nosuch']"),
@@ -249,6 +255,22 @@ def test_bad_input_gives_one_line_and_leaves_nothing(
     assert message in _one_error_line(proc)
     assert not new.exists()
     assert _snapshot(old) == before
+
+
+def test_a_crashing_experiment_gives_one_line_and_saves_its_traceback(fake_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _cli(fake_dir, "run", "fake", "--set", "fail=boom", "--out", str(out))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]  # after the run's own progress lines
+    assert line.startswith("kexue: error: ") and "fake failed (ValueError: boom)" in line and "error.txt" in line
+    assert "Traceback" in (out / "error.txt").read_text() and not (out / "claims.json").exists()
+    proc = _cli(fake_dir, "report", str(out))
+    assert proc.returncode == 0 and "**error**" in proc.stdout
+    # a later successful run in the same folder clears the stale error
+    proc = _cli(fake_dir, "run", "fake", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "error.txt").exists() and (out / "claims.json").is_file()
 
 
 # --- 4. --version and help -------------------------------------------------------------------------------------

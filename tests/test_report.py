@@ -403,3 +403,16 @@ def test_report_renders_in_headless_chromium(chromium: str, browser_report: Path
         assert shot.is_file() and shot.stat().st_size > 10_000, res.stderr[-2000:]
         assert _console_errors(res.stderr) == []
         assert shot.read_bytes()[16:24] == width.to_bytes(4, "big") + (2000).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("{bad", "unreadable"), ("[]", "holds a list"), ('{"claims": 5}', "'claims' is a int")],
+)
+def test_a_corrupt_claims_file_is_shown_as_an_error_not_as_no_claims(tmp_path: Path, text: str, why: str) -> None:
+    d = tmp_path / "exp"
+    d.mkdir()
+    (d / "claims.json").write_text(text)
+    (run,) = collect(tmp_path)
+    assert run.error is not None and why in run.error
+    assert "**error**" in claims_table([run])

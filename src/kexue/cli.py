@@ -118,8 +118,23 @@ def _data_error(e: Exception) -> CommandError | None:
     return CommandError(str(e), 1) if data is not None and isinstance(e, data.DataError) else None
 
 
+def _save_traceback(out: Path) -> str:
+    """Write the exception being handled to ``out/error.txt`` (main process only); say where it is."""
+    from kexue.train import is_main_process
+
+    if not is_main_process():
+        return "the traceback is on the main process"
+    err = out / "error.txt"
+    try:
+        err.write_text(traceback.format_exc(), encoding="utf-8")
+    except OSError:
+        traceback.print_exc()
+        return "traceback above"
+    return f"traceback in {err}"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from kexue.experiments._runner import resolve, run_experiment
+    from kexue.experiments._runner import RunRefused, resolve, run_experiment
     from kexue.report import claims_table, collect
 
     overrides = _parse_sets(args.set or [])
@@ -127,6 +142,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         resolve(args.name, preset=args.preset, overrides=overrides, seed=args.seed)
     except ValueError as e:
         raise CommandError(str(e)) from None
+    if args.out is not None and not args.out.strip():
+        raise CommandError("--out must name a folder, got an empty string")
     out = Path(args.out or f"runs/{args.name}-{args.preset}")
     # Under torchrun (one process per rank) join the process group. A plain run skips this and so does not load
     # torch before the output folder is checked: a refused run answers at once.
@@ -139,10 +156,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_experiment(
             args.name, preset=args.preset, overrides=overrides, seed=args.seed, out_dir=out, resume=args.resume
         )
+    except RunRefused:
+        raise
     except Exception as e:
         if (err := _data_error(e)) is not None:
             raise err from None
-        raise
+        # An experiment that crashed: one line here, the traceback in error.txt, as `kexue reproduce` does, so
+        # that `kexue report` shows the run as failed instead of reading a stale claims.json as its result.
+        raise CommandError(f"{args.name} failed ({type(e).__name__}: {e}); {_save_traceback(out)}", 1) from None
     finally:
         if distributed:
             from kexue.train import shutdown
@@ -151,6 +172,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from kexue.train import is_main_process
 
     if is_main_process():
+        with contextlib.suppress(FileNotFoundError):
+            (out / "error.txt").unlink()  # left by an earlier failed attempt (a --resume that now succeeded)
         print(claims_table(collect(out)))
         print(f"results in {out}")
     return 0

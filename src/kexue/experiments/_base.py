@@ -373,6 +373,10 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, str], *, _prefix: str = ""
                 raise ConfigError(f"config key {key!r} is a group; set one of its fields, e.g. {key}.<field>")
             hints = typing.get_type_hints(type(cfg))
             new = _parse(raw, hints[head], key)
+            # NumPy's generators refuse negative seeds and torch's refuse seeds of 2**64 and more: an out-of-range
+            # seed would only fail as a traceback once the run had started.
+            if head == "seed" and isinstance(new, int) and not 0 <= new < 2**32:
+                raise ConfigError(f"--set {key}={raw}: a seed must be an int in [0, 2**32 - 1]")
         cfg = dataclasses.replace(cfg, **{head: new})
     return cfg
 

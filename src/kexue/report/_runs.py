@@ -102,7 +102,7 @@ class Run:
         preset: ``smoke``, ``quick``, ``full`` ... or ``None`` when no file names it.
         order: the experiment's place in reports (``claims.json``'s ``order``, the module's ``ORDER``; 100 when
             absent, as in :func:`kexue.experiments.available`).
-        error: the traceback when the run failed (``error.txt``).
+        error: the traceback when the run failed (``error.txt``), or why its ``claims.json`` cannot be read.
     """
 
     name: str
@@ -175,11 +175,26 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _claims_problem(cj: Path) -> str | None:
+    """Why ``claims.json`` cannot be read as a run's result, or ``None`` when it can."""
+    try:
+        data = json.loads(cj.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"{cj.name} is unreadable: {e}"
+    if not isinstance(data, dict):
+        return f"{cj.name} holds a {type(data).__name__}, not an object"
+    if not isinstance(data.get("claims", []), list):
+        return f"{cj.name}: 'claims' is a {type(data['claims']).__name__}, not a list"
+    return None
+
+
 def _read_run(d: Path) -> Run | None:
     cj, err = d / "claims.json", d / "error.txt"
     if not cj.is_file() and not err.is_file():
         return None
     claims = _read_json(cj) if cj.is_file() else {}
+    # A corrupt claims.json (a truncated copy, a hand edit) must not pass for a run that made no claims.
+    problem = _claims_problem(cj) if cj.is_file() and not err.is_file() else None
     config = _read_json(d / "config.json")
     preset = claims.get("preset") or config.get("preset")
     run = Run(
@@ -196,6 +211,9 @@ def _read_run(d: Path) -> Run | None:
     order = _as_float(claims.get("order", config.get("order")))
     if order is not None:
         run.order = order
+    if problem is not None:
+        run.error = problem
+        return run
     if err.is_file():
         # `kexue reproduce` deletes error.txt before each attempt, so its presence means the latest attempt failed;
         # a claims.json next to it is left over from an earlier run and is not shown as this run's result.
