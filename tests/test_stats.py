@@ -64,13 +64,13 @@ def test_fewer_than_two_values_decide_nothing() -> None:
 
 def test_paired_detects_what_unpaired_cannot() -> None:
     base = [0.70, 0.80, 0.90]
-    a = [x + 0.01 for x in base]
+    a = [x + d for x, d in zip(base, [0.010, 0.012, 0.011])]
     assert stats.compare(a, base, paired=True) is True
     assert stats.compare(a, base, paired=False) is None
 
 
 def test_margin_and_sign() -> None:
-    a, b = [1.0, 1.1, 0.9, 1.05], [0.0, 0.1, -0.1, 0.05]
+    a, b = [1.0, 1.1, 0.9, 1.05], [0.0, 0.08, -0.12, 0.06]
     assert stats.compare(a, b, paired=True) is True
     assert stats.compare(b, a, paired=True) is False
     assert stats.compare(a, b, paired=True, margin=2.0) is False
@@ -122,7 +122,7 @@ def test_rejects_bad_input() -> None:
 
 
 def test_claim_helpers_fill_kind_seeds_mde() -> None:
-    a, b = [0.81, 0.83, 0.82], [0.78, 0.80, 0.79]
+    a, b = [0.81, 0.83, 0.82], [0.78, 0.801, 0.79]
     c = _base.better("x", "a beats b", "src", a, b, paired=True, names=("ours", "theirs"))
     d = c.to_dict()
     assert d["verdict"] == "reproduced" and d["kind"] == "claim" and d["seeds"] == 3 and d["test"] == "paired t"
@@ -136,3 +136,15 @@ def test_claim_helpers_fill_kind_seeds_mde() -> None:
     assert k.kind == "check" and k.verdict == "reproduced"
     t = _base.not_run("w", "needs a GPU", "src", reason="budget")
     assert t.verdict == "not testable"
+
+
+def test_lockstep_arms_decide_nothing() -> None:
+    """Arms that move in lockstep across seeds (differences equal up to rounding) carry no seed information."""
+    c = stats.t_test([0.1, 0.2], [0.05, 0.15], paired=True)
+    assert c.decision is None and math.isinf(c.mde) and "no seed-to-seed variation" in c.test
+    # Exactly repeated deterministic arms: no longer decided by the sign.
+    assert stats.compare([0.6, 0.6, 0.6], [0.5, 0.5, 0.5]) is None
+    # A real, tiny spread still decides.
+    assert stats.compare([0.6, 0.61, 0.6], [0.5, 0.5, 0.51], paired=True) is True
+    # Bitwise-identical arms are equivalent within any margin.
+    assert stats.equivalent([0.3, 0.4], [0.3, 0.4], margin=1e-6, paired=True)[0] is True

@@ -147,7 +147,9 @@ def t_test(
         power: the power at which the MDE is computed.
 
     Returns:
-        A :class:`Comparison`; ``decision`` is ``None`` with fewer than 2 values per arm.
+        A :class:`Comparison`; ``decision`` is ``None`` with fewer than 2 values per arm, and when the values show
+        no seed-to-seed variation beyond float64 rounding (the seeds then say nothing about the difference; compare
+        per example with :func:`mcnemar` or :func:`binomial_test`).
 
     Raises:
         ValueError: non-finite values, or ``paired=True`` with arms of different lengths.
@@ -174,14 +176,18 @@ def t_test(
         test = "Welch t"
     crit = t_critical(df, alpha)
     gap = diff - margin
-    if se > 0:
-        tstat = gap / se
-        p = float(2.0 * _scipy_stats().t.sf(abs(tstat), df))
-        decision: bool | None = True if tstat > crit else (False if tstat < -crit else None)
-    else:
-        # No spread at all (a deterministic arm repeated): the sign decides, an exact tie decides nothing.
-        p = 0.0 if gap != 0 else 1.0
-        decision = True if gap > 0 else (False if gap < 0 else None)
+    # A spread at the level of float64 rounding is no spread: the arms move in lockstep across seeds (a
+    # deterministic metric, or both arms stuck at the same rate), so the seeds carry no information about the
+    # difference and a t statistic of ~1e16 would be an artefact. Seed noise cannot decide then; compare the arms
+    # per test example instead (mcnemar / binomial_test).
+    scale = max(1.0, max(abs(v) for v in (*va, *vb)))
+    if se <= 1e-12 * scale:
+        nan = math.nan
+        return Comparison(diff, margin, 0.0, df, (nan, nan), nan, math.inf,
+                          f"{test}: no seed-to-seed variation", n, None)  # fmt: skip
+    tstat = gap / se
+    p = float(2.0 * _scipy_stats().t.sf(abs(tstat), df))
+    decision: bool | None = True if tstat > crit else (False if tstat < -crit else None)
     ci = (diff - crit * se, diff + crit * se)
     mde = minimum_detectable_effect(se, df, alpha=alpha, power=power)
     return Comparison(diff, margin, se, df, ci, p, mde, test, n, decision)
