@@ -84,7 +84,7 @@ from kexue.ops.topk import Method
 from kexue.train import fit, seed_all
 
 from . import stats
-from ._base import Claim, Result, check, claim, mean_std, new_figure, not_worse, save_figure
+from ._base import Claim, ConfigError, Result, check, claim, mean_std, new_figure, not_worse, save_figure
 
 NAME = "topk"
 ORDER = 80
@@ -246,6 +246,13 @@ class Config:
     sizes: tuple[int, ...] = (5, 50, 1000)
     moe: MoEConfig = MoEConfig()
     items: ItemsConfig = ItemsConfig()
+
+    def __post_init__(self) -> None:
+        # An empty grid would turn every property check into a verdict computed from no data.
+        if not self.sizes or any(n < 2 for n in self.sizes):
+            raise ConfigError(f"sizes must list at least one n >= 2, got {self.sizes}")
+        if self.trials < 1:
+            raise ConfigError(f"trials must be >= 1, got {self.trials}")
 
 
 PRESETS = {
