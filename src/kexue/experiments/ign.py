@@ -6,16 +6,16 @@ only (no FID to reproduce); Su's central point is that IGN *is* a GAN (its criti
 ``delta(y) = D(f(y), y)`` with every parameter shared with the generator) and trains no more stably than one.
 
 **Ring (the evidence).** Data: 8 equal Gaussians (sigma 0.05) on a circle of radius 2; noise z ~ N(0, I) in 2-D.
-f is a ReLU MLP 2 -> 32 -> 32 -> 32 -> 2 (2,338 parameters). Arms, each trained for every seed at once
-(:mod:`kexue.experiments._ign_ring`), 3,000 steps of batch 64, Adam lr 1e-3:
+f is a ReLU MLP 2 -> 64 -> 64 -> 64 -> 2 (8,642 parameters). Arms, each trained for every seed at once
+(:mod:`kexue.experiments._ign_ring`), 3,000 steps of batch 128, Adam lr 1e-3:
 
 * ``ign``: the paper's configuration (L1, 20/20/2.5, tanh clamp a = 1.5 over the paired reconstruction loss,
   frozen copy through detached parameters), betas (0.5, 0.999);
 * ``no_tight``: the same with lambda_tight = 0;
 * ``copy_free``: Su's single loss with stop-gradients instead of a copy (identical gradients);
 * ``ulp_control``: ``ign`` with every initial weight one float32 ulp away (the spread rounding alone produces);
-* ``wgan_gp``: a WGAN-GP of the same size (generator 2 -> 32 -> 32 -> 2 from the same noise, critic
-  2 -> 32 -> 32 -> 1, 2,403 parameters together), 5 critic steps per generator step, gradient penalty 0.1 (the
+* ``wgan_gp``: a WGAN-GP of the same size (generator 2 -> 64 -> 64 -> 2 from the same noise, critic
+  2 -> 64 -> 64 -> 1, 8,899 parameters together), 5 critic steps per generator step, gradient penalty 0.1 (the
   WGAN-GP paper's toy setting), betas (0.5, 0.9); 3,000 generator steps.
 
 IGN arms share seeds (initial f, data and noise batches), so they are compared *paired*; ``wgan_gp`` is a different
