@@ -38,12 +38,11 @@ def test_smoke_preset(tmp_path: Path) -> None:
     by_id = {c.id: c for c in res.claims}
     # two seeds: every run claim went through a paired t test, records its seeds and its MDE, and reports the
     # activity (mean TaiLr weight) of its TaiLr arm
-    for cid in ("memorises_less", "better_calibrated", "ce_overconfident", "gamma1_lower_accuracy"):
+    for cid in ("memorises_less", "better_calibrated", "ce_overconfident", "gamma1_lower_accuracy", "tweets_high_conf"):
         c = by_id[cid]
         assert c.kind == "claim" and c.seeds == 2 and "paired t" in (c.test or ""), c
         assert c.mde is not None and math.isfinite(c.mde) and c.mde > 0, c
         assert "mean weight" in c.evidence, c
-    assert by_id["tweets_high_conf"].verdict == "inconclusive"  # one seed decides nothing
     assert "mean weight" in by_id["tweets_high_conf"].evidence and "best epoch" in by_id["tweets_high_conf"].evidence
     for r in res.metrics["noisy"]["runs"]:
         assert math.isnan(r["mean_weight"]) == (not r["method"].startswith("tailr"))

@@ -287,7 +287,7 @@ PRESETS = {
             epochs=2,
         ),
         tweets=TweetsConfig(
-            methods=("ce", "tailr:0.5:0"), seeds=1, epochs=2, train_limit=1000, val_limit=300, vocab_size=2000
+            methods=("ce", "tailr:0.5:0"), seeds=2, epochs=2, train_limit=1000, val_limit=300, vocab_size=2000
         ),
         lm=LMConfig(
             vocab=20,
@@ -800,7 +800,7 @@ def _tweets_claim(cfg: TweetsConfig, runs: list[dict[str, Any]]) -> Claim:
         e = mean_std(_values(runs, "ece_high_conf", method=m))
         ep = _values(runs, "best_epoch", method=m)
         fin = mean_std(_values(runs, "final_train_acc", method=m))[0]
-        w = mean_std(_values(runs, "mean_weight", method=m))[0]
+        w = mean_std(_values(runs, "mean_weight", method=m))[0] if m.startswith("tailr") else math.nan
         parts.append(
             f"{_label(m)} acc {a[0]:.4f}±{a[1]:.4f}, ECE {e[0]:.4f}±{e[1]:.4f}, best epoch {ep} of {cfg.epochs}, "
             f"train accuracy at the last epoch {fin:.3f}" + ("" if math.isnan(w) else f", mean weight {w:.3f}")
