@@ -14,7 +14,8 @@ Parts (``--part``):
 Each case runs in its own fresh interpreter (``python benchmarks/memory.py --worker ...``): inputs are allocated,
 one untimed warm-up forward + backward runs (``contrastive`` only), the gradients are freed, the peak
 resident set (``VmHWM``) is reset to the current one through ``/proc/self/clear_refs``, then one forward +
-backward is timed. Peak = ``VmHWM`` after it minus ``VmRSS`` before it (inputs and parameters excluded, their
+backward is timed, in wall time and in CPU time (``getrusage``: user + system of all threads, the steadier measure
+on a shared machine). Peak = ``VmHWM`` after it minus ``VmRSS`` before it (inputs and parameters excluded, their
 gradients included). Cases alternate within each round, so a slow spell of the machine hits every case; ratios
 to the baseline are taken per round and printed as median [min, max] over rounds. Thread count
 (``torch.set_num_threads``) and ``OMP_WAIT_POLICY=PASSIVE`` are set explicitly for every worker.
@@ -32,6 +33,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -142,11 +144,20 @@ def _worker(part: str, case: str, threads: int, tile: int) -> dict[str, Any]:
     base_kb = _status_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident set
-    t0 = time.perf_counter()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     value = step()
     seconds = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)  # every thread of this process
     peak_kb = _status_kb("VmHWM") - base_kb
-    return {"case": case, "seconds": seconds, "peak_bytes": peak_kb * 1024, "base_bytes": base_kb * 1024, "loss": value}
+    return {
+        "case": case,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "peak_bytes": peak_kb * 1024,
+        "base_bytes": base_kb * 1024,
+        "loss": value,
+    }
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -171,6 +182,7 @@ def _summary(rounds: list[list[dict[str, Any]]], baseline: dict[str, str]) -> li
         row: dict[str, Any] = {"case": case, "runs": len(runs), "failed": len(runs) - len(ok)}
         if ok:
             row["seconds_median"] = statistics.median(r["seconds"] for r in ok)
+            row["cpu_seconds_median"] = statistics.median(r["cpu_seconds"] for r in ok)
             row["peak_bytes_median"] = statistics.median(r["peak_bytes"] for r in ok)
         ref = baseline.get(case)
         if ref is not None:
@@ -178,10 +190,13 @@ def _summary(rounds: list[list[dict[str, Any]]], baseline: dict[str, str]) -> li
             j = cases.index(ref)
             pairs = [(rnd[i], rnd[j]) for rnd in rounds if "error" not in rnd[i] and "error" not in rnd[j]]
             if pairs:
-                t = [a["seconds"] / b["seconds"] for a, b in pairs]
-                m = [a["peak_bytes"] / b["peak_bytes"] for a, b in pairs]
-                row["time_ratio"] = {"median": statistics.median(t), "min": min(t), "max": max(t)}
-                row["memory_ratio"] = {"median": statistics.median(m), "min": min(m), "max": max(m)}
+                for key, field in (
+                    ("memory_ratio", "peak_bytes"),
+                    ("cpu_ratio", "cpu_seconds"),
+                    ("time_ratio", "seconds"),
+                ):
+                    vals = [a[field] / b[field] for a, b in pairs]
+                    row[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
         rows.append(row)
     return rows
 
@@ -200,25 +215,45 @@ def markdown(part: str, entry: dict[str, Any]) -> str:
     lines = [head, ""]
     if entry["baseline"]:
         lines += [
-            "| case | peak memory | time | vs | memory ratio | time ratio |",
-            "|---|---:|---:|---|---:|---:|",
+            "| case | peak memory | CPU time | wall time | vs | memory ratio | CPU-time ratio | wall-time ratio |",
+            "|---|---:|---:|---:|---|---:|---:|---:|",
         ]
     else:
-        lines += ["| case | peak memory | time |", "|---|---:|---:|"]
+        lines += ["| case | peak memory | CPU time | wall time |", "|---|---:|---:|---:|"]
     for row in entry["rows"]:
         if "seconds_median" not in row:
-            lines.append(f"| {row['case']} | failed | | | | |")
+            lines.append(f"| {row['case']} | failed | | | | | | |")
             continue
         peak, secs = _gib(row["peak_bytes_median"]), f"{row['seconds_median']:.1f} s"
+        cpu = f"{row['cpu_seconds_median']:.1f} s"
         if entry["baseline"]:
             ref = row.get("reference", "")
-            mem_r, time_r = _ratio(row.get("memory_ratio")), _ratio(row.get("time_ratio"))
-            lines.append(f"| {row['case']} | {peak} | {secs} | {ref} | {mem_r} | {time_r} |")
+            ratios = " | ".join(_ratio(row.get(k)) for k in ("memory_ratio", "cpu_ratio", "time_ratio"))
+            lines.append(f"| {row['case']} | {peak} | {cpu} | {secs} | {ref} | {ratios} |")
         else:
-            lines.append(f"| {row['case']} | {peak} | {secs} |")
+            lines.append(f"| {row['case']} | {peak} | {cpu} | {secs} |")
     if entry["baseline"]:
-        lines += ["", "Ratios: median [min, max] over rounds of (case / reference), both measured in the same round."]
+        lines += [
+            "",
+            "Ratios: median [min, max] over rounds of (case / reference), both measured in the same round. CPU time "
+            "(user + system, all threads) is the steadier measure on a shared machine; wall time moves with the load.",
+        ]
     return "\n".join(lines)
+
+
+def _dense_estimate(contrastive: dict[str, Any]) -> str:
+    """What the dense path would need at the huge size, scaled from its measured peak at the contrastive size."""
+    b_small, b_huge = contrastive["size"]["b"], HUGE["b"]
+    matrix = b_huge**2 * 4  # one (B, B) float32 score matrix
+    lines = [f"Dense path at B = {b_huge:,} (not run): one (B, B) float32 score matrix is {_gib(matrix)}."]
+    for row in contrastive["rows"]:
+        if "dense" in row["case"] and "peak_bytes_median" in row:
+            k = row["peak_bytes_median"] / (b_small**2 * 4)
+            lines.append(
+                f"`{row['case'].split()[0]}` peaked at {k:.1f}× its score matrix at B = {b_small:,}; "
+                f"by the same count it needs {_gib(k * matrix)} at B = {b_huge:,}."
+            )
+    return " ".join(lines)
 
 
 def main() -> None:
@@ -239,6 +274,8 @@ def main() -> None:
     if args.table:
         results = json.loads(RESULTS.read_text(encoding="utf-8"))
         tables = "\n\n".join(markdown(part, results[part]) for part in PARTS if part in results)
+        if "huge" in results and "contrastive" in results:
+            tables += "\n\n" + _dense_estimate(results["contrastive"])
         print(tables)
         if args.docs:  # the docs' tables come from the committed results, never typed by hand
             text = DOCS.read_text(encoding="utf-8")
