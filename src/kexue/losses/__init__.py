@@ -1,6 +1,7 @@
 """losses layer."""
 
 from . import multitask
+from .chunked import ChunkedTaiLrLoss, chunked_cross_entropy, chunked_tailr_loss
 from .contrastive import (
     FlatNCELoss,
     InfoNCELoss,
@@ -13,14 +14,20 @@ from .contrastive import (
 from .cosine import NegativeCosineSimilarity, NormalizedMSELoss, negative_cosine_similarity, normalized_mse
 from .hf import TaiLrLossFunc
 from .tailr import TaiLrLoss, tailr_loss, tailr_weight
+from .tiled import TiledFlatNCELoss, TiledInfoNCELoss, tiled_flat_nce, tiled_info_nce
 
 __all__ = [
+    "ChunkedTaiLrLoss",
     "FlatNCELoss",
     "InfoNCELoss",
     "NegativeCosineSimilarity",
     "NormalizedMSELoss",
     "TaiLrLoss",
     "TaiLrLossFunc",
+    "TiledFlatNCELoss",
+    "TiledInfoNCELoss",
+    "chunked_cross_entropy",
+    "chunked_tailr_loss",
     "flat_nce",
     "flat_nce_from_logits",
     "gather_with_grad",
@@ -31,4 +38,6 @@ __all__ = [
     "normalized_mse",
     "tailr_loss",
     "tailr_weight",
+    "tiled_flat_nce",
+    "tiled_info_nce",
 ]
