@@ -447,6 +447,79 @@ register(
     )
 )
 
+# ------------------------------------------------------------------------------- chunked and tiled losses
+# Memory-lean twins of tailr_loss / info_nce / flat_nce: the reference is the dense loss on the same inputs.
+
+
+def _hidden_weight_target(dt: torch.dtype, g: torch.Generator) -> Call:
+    # 7 tokens in chunks of 3 (a chunk size that does not divide N), vocabulary 5, hidden 4
+    return Call(
+        [_randn(g, 7, 4, dtype=dt), _randn(g, 5, 4, dtype=dt), torch.randint(0, 5, (7,), generator=g)],
+        {"chunk_size": 3},
+    )
+
+
+register(
+    Entry(
+        name=("chunked_tailr_loss", "ChunkedTaiLrLoss"),
+        fn=lambda h, w, t, **kw: L.chunked_tailr_loss(h, w, t, **{"gamma": 0.5, **kw}),
+        make=_hidden_weight_target,
+        float_args={0: "hidden", 1: "weight"},
+        int_args={2: "target"},
+        hparams={
+            "gamma": "unit",
+            "min_weight": "unit",
+            "label_smoothing": "unit",
+            "chunk_size": "posint",
+            "reduction": "reduction",
+        },
+        module=lambda c: L.ChunkedTaiLrLoss(**{"gamma": 0.5, **c.kwargs})(*c.args),
+        reference=lambda c: L.tailr_loss(c.args[0] @ c.args[1].T, c.args[2], gamma=0.5),
+        reduction=True,
+        grad=None,  # TaiLr's weight is a stop-gradient (see tailr_loss); test_chunked.py checks the gradients
+        wrong_rank={0: _flat, 1: _unsq},
+        batch_args=(0, 2),
+        autocast=torch.float32,
+    )
+)
+register(
+    Entry(
+        name=("chunked_cross_entropy",),
+        fn=L.chunked_cross_entropy,
+        make=_hidden_weight_target,
+        float_args={0: "hidden", 1: "weight"},
+        int_args={2: "target"},
+        hparams={"label_smoothing": "unit", "chunk_size": "posint", "reduction": "reduction"},
+        reference=lambda c: torch.nn.functional.cross_entropy(c.args[0] @ c.args[1].T, c.args[2]),
+        reduction=True,
+        grad="gradcheck",  # first derivatives only: the fused backward is not differentiable again (documented)
+        wrong_rank={0: _flat, 1: _unsq},
+        batch_args=(0, 2),
+        autocast=torch.float32,
+    )
+)
+for _tname, _tfn, _tmod, _dense in (
+    ("tiled_info_nce", L.tiled_info_nce, L.TiledInfoNCELoss, L.info_nce),
+    ("tiled_flat_nce", L.tiled_flat_nce, L.TiledFlatNCELoss, L.flat_nce),
+):
+    register(
+        Entry(
+            name=(_tname, _tmod.__name__),
+            fn=lambda q, k, _f=_tfn, **kw: _f(q, k, **{"tile_size": 4, **kw}),  # 6 rows in tiles of 4
+            make=_pair,
+            float_args={0: "query", 1: "key"},
+            hparams={"temperature": "positive", "eps": "positive", "tile_size": "posint", "reduction": "reduction"},
+            module=lambda c, _m=_tmod: _m(**{"tile_size": 4, **c.kwargs})(*c.args),
+            reference=lambda c, _d=_dense: _d(*c.args, **{k: v for k, v in c.kwargs.items() if k != "tile_size"}),
+            reduction=True,
+            grad="gradcheck",  # first derivatives only (documented): tiles are recomputed in backward
+            wrong_rank={0: _flat, 1: _unsq},
+            batch_args=(0, 1),
+            scale=0,
+            autocast=torch.float32,
+        )
+    )
+
 # --------------------------------------------------------------------------------------- multi-task losses
 # Loss-level weightings take ``losses`` as an (n,) tensor; the strategy modules are their twins.
 
