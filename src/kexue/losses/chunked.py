@@ -494,8 +494,15 @@ def chunked_cross_entropy(
     with ``gamma=0``.
 
     Args:
-        hidden, weight, target, bias, chunk_size, label_smoothing, ignore_index, reduction, num_items_in_batch:
-            as :func:`chunked_tailr_loss`.
+        hidden: ``(N, H)`` or ``(B, L, H)`` last hidden states, as in :func:`chunked_tailr_loss`.
+        weight: ``(V, H)`` output projection.
+        target: ``(N,)`` or ``(B, L)`` class ids; ``ignore_index`` entries are skipped.
+        bias: optional ``(V,)`` output bias.
+        chunk_size: tokens per chunk.
+        label_smoothing: in ``[0, 1]``, as ``F.cross_entropy``.
+        ignore_index: target value that contributes nothing.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        num_items_in_batch: divide the summed loss by this count instead of the number of kept tokens.
 
     Returns:
         As :func:`chunked_tailr_loss`.
