@@ -169,7 +169,7 @@ def threshold_any_temperature(x: Tensor, k: int, method: str, temperature: float
     near the threshold small numbers. The residual ``sum f - k`` is summed as ``sum_{not top k} f - sum_{top k}
     (1 - f)`` with ``math.fsum``, each term from the small side of f, so that it stays exact where every p rounds
     to 0 or 1 (there ``sum p - k`` is 0 over a wide plateau and would not locate lambda). Bisection runs until
-    the bracket is 1e-15 wide (relative to lambda where |lambda| > 1).
+    the bracket is 1e-15 wide relative to lambda (even near 0) or the residual is exactly 0.
     """
     xs = [float(v) for v in x.double().tolist()]
     n = len(xs)
@@ -187,9 +187,13 @@ def threshold_any_temperature(x: Tensor, k: int, method: str, temperature: float
 
     lo = min(z) - 800.0 - math.log(n)
     hi = max(z) + 800.0 + math.log(n)
-    while hi - lo > 1e-15 * max(1.0, abs(lo), abs(hi)):
+    # relative to lambda even near 0: exp's threshold can sit e^-60 above the k-th score, just below its kink
+    while hi - lo > max(1e-15 * max(abs(lo), abs(hi)), 1e-300):
         mid = 0.5 * (lo + hi)
-        if residual(mid) > 0:
+        r = residual(mid)
+        if r == 0:  # on the plateau where every term underflows: any lambda there gives the same p and w
+            lo = hi = mid
+        elif r > 0:
             lo = mid
         else:
             hi = mid
@@ -203,8 +207,19 @@ def threshold_any_temperature(x: Tensor, k: int, method: str, temperature: float
 
 
 def threshold_vjp(w: Tensor, g: Tensor, temperature: float) -> Tensor:
-    """d(p . g) / dx for the threshold construction: ``w * (g - (w . g) / sum w) / temperature`` (0 if w = 0)."""
-    sw = float(w.sum())
+    """d(p . g) / dx for the threshold construction: ``w_i (g_i - (w . g) / sum w) / temperature``.
+
+    ``g_i - (w . g) / sum w`` is summed as ``sum_j w_j (g_i - g_j) / sum w`` (O(n^2), exact with ``math.fsum``): when
+    one entry carries nearly all the weight the mean is nearly g there and the direct difference cancels.
+    """
+    ws, gs = [float(v) for v in w.tolist()], [float(v) for v in g.tolist()]
+    sw = math.fsum(ws)
     if sw == 0.0:
         return torch.zeros_like(w)
-    return w * (g - float((w * g).sum()) / sw) / temperature
+    out = [
+        wi
+        * (math.fsum(wj * (gi - gj) for wj, gj in zip(ws, gs, strict=True)) / sw)
+        / temperature  # no w_i w_j underflow
+        for wi, gi in zip(ws, gs, strict=True)
+    ]
+    return torch.tensor(out, dtype=torch.float64)

@@ -45,6 +45,7 @@ import math
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kexue._validate import check_choice, check_float_tensor, check_int, check_real, is_compiling
@@ -64,8 +65,9 @@ ITERATIVE_MAX_K = 4096
 # (exactly saturated) and their (zero) gradients; the clamp keeps inf and inf - inf out of the solvers.
 _BOUND = 2.0**14
 # Newton steps of the sigmoid solver: a fixed count while torch.compile traces (no data-dependent loop; from the
-# midpoint start at most 6 steps reached the dtype's precision over normal, uniform, exponential, Cauchy, tied
-# and clustered rows, n up to 1e5, every k, scales 1e-6 .. 1e12); eagerly it stops at convergence.
+# midpoint start, convergence took at most 5 evaluations in float32 and 6 in float64 over normal, uniform,
+# exponential, Cauchy, tied and clustered rows, n up to 3e4, k in {1, n/10, n/2, n-1}, scales 1e-6 .. 1e12);
+# eagerly it stops at convergence (one device sync per step).
 _SIGMOID_COMPILED_ITERS = 8
 _SIGMOID_MAX_ITER = 64
 
@@ -227,7 +229,10 @@ def _lambda_exp(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     qualifies). ``lambda <= log n`` here (at lambda = log n the k-th and every smaller entry give at most 1/n),
     so candidates with ``s_m > bound`` are saturated for certain and skipped: for them ``lambda_m`` and ``s_m``
     are large numbers whose comparison rounding would decide (``s_0 + log(1 + tiny) - log k`` rounds to ``s_0``
-    when s_0 ~ 1e8 in float32, which returned the top-1 mask for every k).
+    when s_0 ~ 1e8 in float32, which returned the top-1 mask for every k). The offset
+    ``c_m = lambda_m - s_m = softplus(lse_{i>m} s_i - s_m) - log(k - m)`` is computed directly, so its sign (the
+    test) is exact and a threshold just above s_m (low temperature) is not rounded onto it: that entry is below
+    the kink, with ``f' = e^t ~ 1``, not above it with ``f' = 0``.
 
     Args:
         s: (R, h) the largest entries, descending, h >= k.
@@ -237,9 +242,10 @@ def _lambda_exp(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     """
     h = s.shape[-1]
     m = torch.arange(h, device=s.device)
-    lam = suf[:, :h] - torch.log((k[:, None] - m).clamp_min(1).to(s.dtype))
-    cond = ((lam >= s) & (s <= bound)) | (m >= k[:, None] - 1)
-    return lam.gather(-1, _first_true(cond)).squeeze(-1)
+    offset = F.softplus(suf[:, 1:] - s) - torch.log((k[:, None] - m).clamp_min(1).to(s.dtype))
+    cond = ((offset >= 0) & (s <= bound)) | (m >= k[:, None] - 1)
+    first = _first_true(cond)
+    return s.gather(-1, first).squeeze(-1) + offset.gather(-1, first).squeeze(-1)
 
 
 def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
@@ -281,8 +287,7 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
     the sigmoid, so both (and w) keep full relative precision even where every p rounds to 0 or 1. The bracket
     ``[s_k - log k, log(n - k)]`` (s_k the (k+1)-th value; the k-th is 0) always holds the root; a Newton step
     that leaves the current bracket becomes a bisection step. Newton starts at the midpoint of the k-th and
-    (k+1)-th values, which is the root up to O(log n) when they are far apart. ``tiny`` added to both sums
-    makes rows where both sides underflow (the exact hard mask) take a zero step instead of NaN.
+    (k+1)-th values, which is the root up to O(log n) when they are far apart.
 
     Args:
         z: (R, n) anchored scores (k-th largest = 0), 1 <= k <= n - 1.
@@ -311,14 +316,15 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
     for _ in range(_SIGMOID_COMPILED_ITERS if compiling else _SIGMOID_MAX_ITER):
         u = torch.sub(z_a, lam[:, None]).sigmoid_()  # sigmoid(z - lambda) off T, 0 on T
         v = torch.sub(lam[:, None], z_t).sigmoid_()  # sigmoid(lambda - z) on T
-        a = u.sum(-1).add_(fi.tiny)
-        b = v.sum(-1).add_(fi.tiny)
-        g = torch.div(a, b).log_()  # G, decreasing in lambda
+        a, b = u.sum(-1), v.sum(-1)
+        # G, decreasing in lambda; +-inf when one side underflowed (the Newton step is then infinite and becomes
+        # a bisection step); 0 / 0 when both did, the exact hard mask: G = 0 keeps lambda
+        g = torch.div(a, b).log_().nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
         if not compiling and bool((g.abs() <= gtol).all()):
             break  # u and v belong to this lambda
         # -G' = sum_A w / A + sum_B w / B with sum w = sum u - sum u^2
         dg = torch.rsub(torch.linalg.vecdot(u, u).div_(a), 2.0).sub_(torch.linalg.vecdot(v, v).div_(b))
-        newton = torch.addcdiv(lam, g, dg)
+        newton = torch.addcdiv(lam, g, dg.nan_to_num_(nan=1.0))
         pos = g > 0
         lo = torch.where(pos, lam, lo)
         hi = torch.where(pos, hi, lam)
@@ -338,10 +344,12 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
 
 def _threshold_forward(
     z: Tensor, k: Tensor, k_int: int | None, method: str, s: Tensor, idx: Tensor
-) -> tuple[Tensor, Tensor | None]:
-    """``p = f(z - lambda(z))`` and, where p cannot give it accurately, ``w = f'(z - lambda)``.
+) -> tuple[Tensor, Tensor]:
+    """``p = f(z - lambda(z))`` and ``w = f'(z - lambda)``, each computed accurately, on (R, n) anchored rows.
 
-    Runs on (R, n) anchored rows with 1 <= k <= n - 1. ``w`` is None for exp, where ``w = p [p < 1]`` is exact.
+    ``w`` is evaluated from ``t = z - lambda`` (the small side of f), not from p: where p rounds to 1, ``p (1 - p)``
+    or ``min(p, 1 - p)`` would lose it (1 - p is 0 or a few ulps), and for exp ``p [p < 1]`` would give 0 for
+    t just below the kink. Rows have 1 <= k <= n - 1.
 
     Args:
         z: (R, n) anchored, scaled scores (the k-th largest of each row is 0).
@@ -358,8 +366,10 @@ def _threshold_forward(
     suf = _suffix_lse(s, rest)  # (R, h + 1)
     bound = math.log(n) + 1.0
     if method == "exp":
-        lam = _lambda_exp(s, suf, k, bound)
-        return torch.sub(z, lam[:, None]).exp_().clamp_max_(1.0), None
+        lam = _lambda_exp(s, suf, k, bound)[:, None]
+        p = torch.sub(z, lam).exp_().clamp_max_(1.0)
+        # f'(t) = e^t below the kink: from t, not from p, which rounds to 1 for t just below 0
+        return p, p * (z < lam)
     lam = _lambda_laplace(s, suf, k, bound)
     t = z - lam[:, None]
     # Laplace CDF from its small side e^{-|t|} / 2, which is also f'(t): no overflow, no cancellation
@@ -376,21 +386,22 @@ def _threshold_weight(p: Tensor, method: str) -> Tensor:
     return torch.minimum(p, 1 - p)  # Laplace: f' = min(f, 1 - f)
 
 
-def _threshold_vjp(p: Tensor, w: Tensor | None, g: Tensor, method: str) -> Tensor:
+def _threshold_vjp(p: Tensor, w: Tensor, g: Tensor, method: str) -> Tensor:
     """Implicit-function VJP ``w * (g - (w . g) / sum w)`` (spec 8.4 C2), O(n) per row.
 
-    ``w`` is the accurate value from the forward (None: compute it from p). When the backward itself is
-    differentiated (double backward), its dependence on z goes through the saved output:
-    ``w + (h(p) - h(p).detach())`` has the value of w and the derivative of ``h(p) = f'(f^{-1}(p))``.
+    ``w`` is the accurate value from the forward. When the backward itself is differentiated (double backward),
+    its dependence on z goes through the saved output: ``w + (h(p) - h(p).detach())`` has the value of w and the
+    derivative of ``h(p) = f'(f^{-1}(p))``. ``g`` is first shifted by its value at the entry of largest weight
+    (the formula is invariant to shifting g): where one entry carries nearly all the weight (low temperature),
+    the weighted mean is nearly g there and ``g - mean`` would cancel to 0.
     """
-    if w is None:
-        w = _threshold_weight(p, method)
-    elif torch.is_grad_enabled():
+    if torch.is_grad_enabled():
         hp = _threshold_weight(p, method)
         w = w + (hp - hp.detach())
+    g = g - g.gather(-1, w.detach().argmax(-1, keepdim=True))
     sw = w.sum(-1, keepdim=True)
     wg = torch.linalg.vecdot(w, g)[:, None]
-    # rows where every w vanished (k = 0, k = n, or the exact hard mask) have zero gradient
+    # rows where every w vanished (the exact hard mask) have zero gradient
     return w * (g - wg / sw.clamp_min(torch.finfo(p.dtype).tiny))
 
 
@@ -423,7 +434,7 @@ class _ThresholdTopK(torch.autograd.Function):
             ctx.save_for_backward(p, w, temperature, x, anchor, z)
         else:
             ctx.temperature = temperature
-            ctx.save_for_backward(p, w)  # w may be None
+            ctx.save_for_backward(p, w)
         return p
 
     @staticmethod
@@ -568,11 +579,10 @@ def _soft_topk_rows(z0: Tensor, k: Tensor | int, method: str, temperature: float
     else:
         vals, idx = z0.detach().topk(_head_size(method, kmax, n), dim=-1)  # descending
         anchor = vals[:, kmax - 1 : kmax] if k_int is not None else vals.gather(-1, kc[:, None] - 1)
-        if k_int == 1 and method in ("exp", "gradtopk"):
-            # both are exactly softmax for k = 1 (article); skip the sort / DP
-            p = torch.softmax(_scale(z0 - anchor, temperature), dim=-1)
-        elif method in _THRESHOLD:
+        if method in _THRESHOLD:
             p = _ThresholdTopK.apply(z0, anchor, temperature, kc, k_int, method, idx)
+        elif k_int == 1:  # gradtopk is exactly softmax for k = 1 (article); skip the DP
+            p = torch.softmax(_scale(z0 - anchor, temperature), dim=-1)
         else:
             p = _gradtopk(_scale(z0 - anchor, temperature), kc, k_int)
     if hard:
