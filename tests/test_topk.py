@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import _reference_topk as ref
@@ -263,6 +264,59 @@ def test_float32_temperature_below_its_range(method: str) -> None:
     torch.testing.assert_close(p, torch.tensor([[1.0, 0.0, 0.5, 0.5, 0.0]]))
     p.sum().backward()
     assert bool(torch.isfinite(x.grad).all())  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tensor (learnable) temperature
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_tensor_temperature_matches_float(method: str, gen: torch.Generator) -> None:
+    x = torch.randn(3, 7, generator=gen, dtype=torch.float64)
+    tau = torch.tensor(0.7, dtype=torch.float64)
+    torch.testing.assert_close(
+        soft_topk(x, 3, method=method, temperature=tau), soft_topk(x, 3, method=method, temperature=0.7)
+    )
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_gradcheck_tensor_temperature(method: str, gen: torch.Generator) -> None:
+    x = _gc_input(6, gen)
+    tau = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda t, s: soft_topk(t, 3, method=method, temperature=s), (x, tau))
+
+
+@pytest.mark.parametrize("method", THRESHOLD)
+def test_gradgradcheck_tensor_temperature(method: str, gen: torch.Generator) -> None:
+    x = _gc_input(5, gen)
+    tau = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    assert gradgradcheck(lambda t, s: soft_topk(t, 2, method=method, temperature=s), (x, tau))
+
+
+@pytest.mark.parametrize("method", [*THRESHOLD, "gradtopk"])
+def test_tensor_temperature_gradient_finite_when_scores_overflow(method: str) -> None:
+    # (x - a) / t overflows float32 here; autograd's own division backward would form 0 * inf = NaN for t
+    x = torch.tensor([[1e30, -1e30, 0.0, 5e-30, 3e-30]], requires_grad=True)
+    tau = torch.tensor(1e-30, requires_grad=True)
+    p = soft_topk(x, 3, method=method, temperature=tau)
+    (p * torch.tensor([[1.0, 2.0, -1.0, 0.5, 3.0]])).sum().backward()
+    assert bool(torch.isfinite(x.grad).all())  # type: ignore[arg-type]
+    assert tau.grad is not None
+    assert bool(torch.isfinite(tau.grad))
+    assert float(tau.grad) != 0.0  # the entries 0, 5e-30, 3e-30 compete for the last place
+
+
+def test_learnable_temperature_in_module(gen: torch.Generator) -> None:
+    m = SoftTopK(2, method="sigmoid", temperature=nn.Parameter(torch.tensor(1.5)))
+    assert [name for name, _ in m.named_parameters()] == ["temperature"]
+    x = torch.randn(4, 6, generator=gen)
+    (m(x) * torch.randn(4, 6, generator=gen)).sum().backward()
+    assert m.temperature.grad is not None  # type: ignore[union-attr]
+    assert float(m.temperature.grad) != 0.0  # type: ignore[union-attr,arg-type]
+    buffered = SoftTopK(2, temperature=torch.tensor(0.5))
+    assert [name for name, _ in buffered.named_buffers()] == ["temperature"]
+    torch.testing.assert_close(buffered(x), soft_topk(x, 2, temperature=0.5))
+    assert "temperature=tensor(0.5)" in repr(buffered)
 
 
 # ----------------------------------------------------------------------------------------------------------
