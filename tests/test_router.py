@@ -191,6 +191,7 @@ def test_bad_input(args: tuple, kwargs: dict, exc: type[Exception], match: str) 
         ((4, 4.0, 1), {}, TypeError, "num_experts must be an integer"),
         ((4, 4, 1), {"method": "x"}, ValueError, "method must be one of"),
         ((4, 4, 1), {"temperature": -1.0}, ValueError, "temperature must be > 0"),
+        ((4, 4, 1), {"temperature": torch.ones(1)}, ValueError, "0-d tensor"),
         ((4, 4, 1), {"normalize": "no"}, TypeError, "normalize must be a bool"),
         ((4, 4, 1), {"bias": None}, TypeError, "bias must be a bool"),
     ],

@@ -64,6 +64,8 @@ class SoftTopKRouter(nn.Module):
             raise TypeError(f"bias must be a bool, got {bias!r} ({type(bias).__name__})")
         self.normalize = normalize
         check_real("temperature", temperature, low=0.0, low_inclusive=False, allow_tensor=True)
+        if isinstance(temperature, Tensor) and temperature.dim() != 0:
+            raise ValueError(f"temperature must be a float or a 0-d tensor, got shape {tuple(temperature.shape)}")
         if isinstance(temperature, Tensor) and not isinstance(temperature, nn.Parameter):
             self.register_buffer("temperature", temperature)
         else:

@@ -180,7 +180,7 @@ class _ScaleByTemperature(torch.autograd.Function):
         inside = z.abs() < _BOUND
         grad_x = torch.where(inside, _div_temperature(grad, temperature), 0.0)
         grad_t = _div_temperature(-torch.where(inside, grad * z, 0.0).sum(), temperature)
-        return grad_x, grad_t.to(temperature.dtype)
+        return grad_x, grad_t.to(temperature)  # a CPU 0-d temperature may scale CUDA scores
 
 
 def _scale(xa: Tensor, temperature: float | Tensor) -> Tensor:
@@ -448,7 +448,7 @@ class _ThresholdTopK(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             if torch.is_grad_enabled():  # double backward: z as a differentiable function of x and t
                 z = _scale(x - anchor, temperature)
-            grad_t = _div_temperature(-torch.linalg.vecdot(g_z, z).sum(), temperature).to(temperature.dtype)
+            grad_t = _div_temperature(-torch.linalg.vecdot(g_z, z).sum(), temperature).to(temperature)
         return _div_temperature(g_z, temperature), None, grad_t, None, None, None, None
 
 
