@@ -50,6 +50,16 @@ from torch import Tensor, nn
 
 from kexue._validate import check_choice, check_float_tensor, check_int, check_real, is_compiling
 
+try:  # a loop node for torch.compile (its body is traced and compiled once)
+    from torch._higher_order_ops.while_loop import while_loop as _while_loop
+except ImportError:  # pragma: no cover - older torch: unrolled
+
+    def _while_loop(cond_fn: Any, body_fn: Any, carried_inputs: Any) -> Any:
+        while cond_fn(*carried_inputs):
+            carried_inputs = body_fn(*carried_inputs)
+        return carried_inputs
+
+
 __all__ = ["ITERATIVE_MAX_K", "METHODS", "SoftTopK", "soft_topk"]
 
 Method = Literal["iterative", "gradtopk", "exp", "sigmoid", "laplace"]
@@ -278,6 +288,37 @@ def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     return lam.gather(-1, _first_true(cond)).squeeze(-1)
 
 
+def _sigmoid_sides(z_a: Tensor, z_t: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Both sides of the sigmoid residual at ``lambda``: u, v, A, B and ``G = log A - log B``.
+
+    ``u = sigmoid(z - lambda)`` off T (0 on T, whose entries are -inf in ``z_a``), ``v = sigmoid(lambda - z)`` on T.
+    G is +-inf when one side underflowed (the Newton step is then infinite and becomes a bisection step) and 0
+    when both did (0 / 0, the exact hard mask: lambda is kept).
+    """
+    u = torch.sub(z_a, lam[:, None]).sigmoid_()
+    v = torch.sub(lam[:, None], z_t).sigmoid_()
+    a, b = u.sum(-1), v.sum(-1)
+    g = torch.div(a, b).log_().nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    return u, v, a, b, g
+
+
+def _sigmoid_update(
+    u: Tensor, v: Tensor, a: Tensor, b: Tensor, g: Tensor, lam: Tensor, lo: Tensor, hi: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One safeguarded Newton step on G: the bracket shrinks with the sign of G; a step outside it bisects."""
+    # -G' = sum_A w / A + sum_B w / B with sum w = sum u - sum u^2
+    dg = torch.rsub(torch.linalg.vecdot(u, u) / a, 2.0) - torch.linalg.vecdot(v, v) / b
+    newton = torch.addcdiv(lam, g, dg.nan_to_num(nan=1.0))
+    pos = g > 0
+    lo = torch.where(pos, lam, lo)
+    hi = torch.where(pos, hi, lam)
+    return torch.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi)), lo, hi
+
+
+def _sigmoid_step(z_a: Tensor, z_t: Tensor, lam: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return _sigmoid_update(*_sigmoid_sides(z_a, z_t, lam), lam, lo, hi)
+
+
 def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     """``p = sigmoid(z - lambda)`` with ``sum p = k`` in the anchored space; returns p and ``w = p (1 - p)``.
 
@@ -312,26 +353,22 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
     # converged when |G| = |log(A / B)| is at the rounding level of the two sums (then |sum p - k| <= tol * k)
     # or of G itself at this lambda (|G'| <= 2 times the resolution of lambda, which the bracket bounds)
     gtol = (4 * fi.eps) * (math.log2(2 * n) + 2 * (1 + torch.maximum(lo.abs(), hi)))
-    compiling = is_compiling()
-    for _ in range(_SIGMOID_COMPILED_ITERS if compiling else _SIGMOID_MAX_ITER):
-        u = torch.sub(z_a, lam[:, None]).sigmoid_()  # sigmoid(z - lambda) off T, 0 on T
-        v = torch.sub(lam[:, None], z_t).sigmoid_()  # sigmoid(lambda - z) on T
-        a, b = u.sum(-1), v.sum(-1)
-        # G, decreasing in lambda; +-inf when one side underflowed (the Newton step is then infinite and becomes
-        # a bisection step); 0 / 0 when both did, the exact hard mask: G = 0 keeps lambda
-        g = torch.div(a, b).log_().nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
-        if not compiling and bool((g.abs() <= gtol).all()):
-            break  # u and v belong to this lambda
-        # -G' = sum_A w / A + sum_B w / B with sum w = sum u - sum u^2
-        dg = torch.rsub(torch.linalg.vecdot(u, u).div_(a), 2.0).sub_(torch.linalg.vecdot(v, v).div_(b))
-        newton = torch.addcdiv(lam, g, dg.nan_to_num_(nan=1.0))
-        pos = g > 0
-        lo = torch.where(pos, lam, lo)
-        hi = torch.where(pos, hi, lam)
-        lam = torch.where((newton >= lo) & (newton <= hi), newton, torch.add(lo, hi).mul_(0.5))
-    else:  # a fixed number of steps (compiling) or the cap: evaluate at the last lambda
-        u = torch.sub(z_a, lam[:, None]).sigmoid_()
-        v = torch.sub(lam[:, None], z_t).sigmoid_()
+    if is_compiling():
+        # a fixed number of steps in one loop node: no data-dependent exit, and the body is compiled once
+        lam, lo, hi = _while_loop(
+            lambda i, *_: i < _SIGMOID_COMPILED_ITERS,
+            lambda i, lam, lo, hi: (i + 1, *_sigmoid_step(z_a, z_t, lam, lo, hi)),
+            (torch.zeros((), dtype=torch.long, device=z.device), lam, lo, hi),
+        )[1:]
+        u, v, _, _, _ = _sigmoid_sides(z_a, z_t, lam)
+    else:
+        for _ in range(_SIGMOID_MAX_ITER):
+            u, v, a, b, g = _sigmoid_sides(z_a, z_t, lam)
+            if bool((g.abs() <= gtol).all()):
+                break  # u and v belong to this lambda
+            lam, lo, hi = _sigmoid_update(u, v, a, b, g, lam, lo, hi)
+        else:  # the cap: evaluate at the last lambda
+            u, v, _, _, _ = _sigmoid_sides(z_a, z_t, lam)
     w = torch.addcmul(u, u, u, value=-1.0)  # u (1 - u); T's entries are filled in below
     w_t = torch.addcmul(v, v, v, value=-1.0)
     if in_top is None:
@@ -386,19 +423,22 @@ def _threshold_weight(p: Tensor, method: str) -> Tensor:
     return torch.minimum(p, 1 - p)  # Laplace: f' = min(f, 1 - f)
 
 
-def _threshold_vjp(p: Tensor, w: Tensor, g: Tensor, method: str) -> Tensor:
+def _threshold_vjp(p: Tensor, w: Tensor, g: Tensor, method: str, idx: Tensor) -> Tensor:
     """Implicit-function VJP ``w * (g - (w . g) / sum w)`` (spec 8.4 C2), O(n) per row.
 
     ``w`` is the accurate value from the forward. When the backward itself is differentiated (double backward),
     its dependence on z goes through the saved output: ``w + (h(p) - h(p).detach())`` has the value of w and the
     derivative of ``h(p) = f'(f^{-1}(p))``. ``g`` is first shifted by its value at the entry of largest weight
-    (the formula is invariant to shifting g): where one entry carries nearly all the weight (low temperature),
-    the weighted mean is nearly g there and ``g - mean`` would cancel to 0.
+    among the head ``idx`` (the formula is invariant to shifting g): where one entry carries nearly all the weight
+    (low temperature), the weighted mean is nearly g there and ``g - mean`` would cancel to 0. Such an entry is
+    in the head: for exp the largest unsaturated entry (at most the k-th), otherwise a neighbour of lambda, which
+    lies between the (k+1)-th and the k-th entries unless near-ties (and so several heavy entries) surround it.
     """
     if torch.is_grad_enabled():
         hp = _threshold_weight(p, method)
         w = w + (hp - hp.detach())
-    g = g - g.gather(-1, w.detach().argmax(-1, keepdim=True))
+    heaviest = idx.gather(-1, w.detach().gather(-1, idx).argmax(-1, keepdim=True))
+    g = g - g.gather(-1, heaviest)
     sw = w.sum(-1, keepdim=True)
     wg = torch.linalg.vecdot(w, g)[:, None]
     # rows where every w vanished (the exact hard mask) have zero gradient
@@ -431,19 +471,19 @@ class _ThresholdTopK(torch.autograd.Function):
         ctx.method = method
         if isinstance(temperature, Tensor):
             ctx.temperature = None
-            ctx.save_for_backward(p, w, temperature, x, anchor, z)
+            ctx.save_for_backward(p, w, idx, temperature, x, anchor, z)
         else:
             ctx.temperature = temperature
-            ctx.save_for_backward(p, w)
+            ctx.save_for_backward(p, w, idx)
         return p
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         saved = ctx.saved_tensors
-        g_z = _threshold_vjp(saved[0], saved[1], grad_output, ctx.method)
+        g_z = _threshold_vjp(saved[0], saved[1], grad_output, ctx.method, saved[2])
         if ctx.temperature is not None:
             return _div_temperature(g_z, ctx.temperature), None, None, None, None, None, None
-        temperature, x, anchor, z = saved[2:]
+        temperature, x, anchor, z = saved[3:]
         grad_t = None
         if ctx.needs_input_grad[2]:
             if torch.is_grad_enabled():  # double backward: z as a differentiable function of x and t
