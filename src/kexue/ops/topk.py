@@ -164,6 +164,8 @@ def _div_temperature(g: Tensor, temperature: float | Tensor) -> Tensor:
     if isinstance(temperature, Tensor):
         fi = torch.finfo(g.dtype)
         return g / temperature.to(g.dtype).clamp(fi.tiny, 1.0 / fi.tiny)
+    if temperature == 1.0:
+        return g
     fi = torch.finfo(g.dtype)
     if fi.tiny <= temperature <= 1.0 / fi.tiny:
         return g / temperature
@@ -397,6 +399,11 @@ def _threshold_forward(
     n = z.shape[-1]
     if method == "sigmoid":
         return _solve_sigmoid(z, k, k_int, s, idx)
+    if method == "exp" and k_int == 1:
+        # lambda = logsumexp z, which lies above every entry (nothing saturates): exactly softmax (article),
+        # and f'(t) = e^t = p everywhere
+        p = torch.softmax(z, dim=-1)
+        return p, p
     h = s.shape[-1]
     # logsumexp of the entries outside the head
     rest = z.scatter(-1, idx, -math.inf).logsumexp(-1) if h < n else torch.full_like(z[:, 0], -math.inf)
@@ -434,6 +441,8 @@ def _threshold_vjp(p: Tensor, w: Tensor, g: Tensor, method: str, idx: Tensor) ->
     in the head: for exp the largest unsaturated entry (at most the k-th), otherwise a neighbour of lambda, which
     lies between the (k+1)-th and the k-th entries unless near-ties (and so several heavy entries) surround it.
     """
+    if method == "softmax":  # exp with k = 1: w = p, the heaviest entry is the largest (idx holds just it)
+        return torch._softmax_backward_data(g - g.gather(-1, idx), p, -1, p.dtype)
     if torch.is_grad_enabled():
         hp = _threshold_weight(p, method)
         w = w + (hp - hp.detach())
@@ -468,7 +477,8 @@ class _ThresholdTopK(torch.autograd.Function):
     ) -> Tensor:
         z = _scale_values(x - anchor, temperature)  # (R, n): the k-th largest entry of each row is 0
         p, w = _threshold_forward(z, k, k_int, method, z.gather(-1, idx), idx)
-        ctx.method = method
+        # exp with k = 1 is softmax: its backward is the fused softmax VJP (same formula, w = p)
+        ctx.method = "softmax" if method == "exp" and k_int == 1 else method
         if isinstance(temperature, Tensor):
             ctx.temperature = None
             ctx.save_for_backward(p, w, idx, temperature, x, anchor, z)
@@ -617,7 +627,9 @@ def _soft_topk_rows(z0: Tensor, k: Tensor | int, method: str, temperature: float
         p = _iterative(z, kc, kmax)
         idx = z0.detach().topk(kmax, dim=-1).indices if hard else None
     else:
-        vals, idx = z0.detach().topk(_head_size(method, kmax, n), dim=-1)  # descending
+        h = _head_size(method, kmax, n)
+        # the h largest, descending (max is cheaper than topk for the one largest)
+        vals, idx = z0.detach().max(-1, keepdim=True) if h == 1 else z0.detach().topk(h, dim=-1)
         anchor = vals[:, kmax - 1 : kmax] if k_int is not None else vals.gather(-1, kc[:, None] - 1)
         if method in _THRESHOLD:
             p = _ThresholdTopK.apply(z0, anchor, temperature, kc, k_int, method, idx)
