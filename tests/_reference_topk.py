@@ -140,3 +140,86 @@ def article_laplace(x: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"article Laplace code: {lam.size} consistent candidates")
     t = x - lam
     return np.where(t >= 0, 1 - np.exp(-t) / 2, np.exp(t) / 2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a threshold reference valid at any temperature
+
+
+def _f_small_side(method: str, t: float) -> tuple[float, float, float]:
+    """(f(t), 1 - f(t), f'(t)), each evaluated so that it keeps full relative precision when it is tiny."""
+    if method == "exp":
+        if t >= 0:
+            return 1.0, 0.0, 0.0
+        return math.exp(t), -math.expm1(t), math.exp(t)
+    if method == "sigmoid":
+        lo = math.exp(-abs(t)) / (1 + math.exp(-abs(t)))  # sigmoid(-|t|)
+        hi = 1 / (1 + math.exp(-abs(t)))
+        return (hi, lo, hi * lo) if t >= 0 else (lo, hi, hi * lo)
+    if method == "laplace":
+        lo = 0.5 * math.exp(-abs(t))
+        return (1 - lo, lo, lo) if t >= 0 else (lo, 1 - lo, lo)
+    raise ValueError(method)
+
+
+def threshold_any_temperature(x: Tensor, k: int, method: str, temperature: float) -> tuple[Tensor, Tensor]:
+    """p = f(z - lambda) and w = f'(z - lambda) for z = (x - a) / temperature, by plain bisection in float64.
+
+    1-D, 1 <= k < n. ``a`` is the k-th largest entry (the result is shift invariant), which keeps the entries
+    near the threshold small numbers. The residual ``sum f - k`` is summed as ``sum_{not top k} f - sum_{top k}
+    (1 - f)`` with ``math.fsum``, each term from the small side of f, so that it stays exact where every p rounds
+    to 0 or 1 (there ``sum p - k`` is 0 over a wide plateau and would not locate lambda). Bisection runs until
+    the bracket is 1e-15 wide relative to lambda (even near 0) or the residual is exactly 0.
+    """
+    xs = [float(v) for v in x.double().tolist()]
+    n = len(xs)
+    order = sorted(range(n), key=lambda i: -xs[i])
+    top = set(order[:k])
+    a = xs[order[k - 1]]
+    z = [(v - a) / temperature for v in xs]
+
+    def residual(lam: float) -> float:
+        terms = []
+        for i, zi in enumerate(z):
+            f, fbar, _ = _f_small_side(method, zi - lam)
+            terms.append(-fbar if i in top else f)
+        return math.fsum(terms)
+
+    lo = min(z) - 800.0 - math.log(n)
+    hi = max(z) + 800.0 + math.log(n)
+    # relative to lambda even near 0: exp's threshold can sit e^-60 above the k-th score, just below its kink
+    while hi - lo > max(1e-15 * max(abs(lo), abs(hi)), 1e-300):
+        mid = 0.5 * (lo + hi)
+        r = residual(mid)
+        if r == 0:  # on the plateau where every term underflows: any lambda there gives the same p and w
+            lo = hi = mid
+        elif r > 0:
+            lo = mid
+        else:
+            hi = mid
+    lam = 0.5 * (lo + hi)
+    p, w = [], []
+    for zi in z:
+        f, _, df = _f_small_side(method, zi - lam)
+        p.append(f)
+        w.append(df)
+    return torch.tensor(p, dtype=torch.float64), torch.tensor(w, dtype=torch.float64)
+
+
+def threshold_vjp(w: Tensor, g: Tensor, temperature: float) -> Tensor:
+    """d(p . g) / dx for the threshold construction: ``w_i (g_i - (w . g) / sum w) / temperature``.
+
+    ``g_i - (w . g) / sum w`` is summed as ``sum_j w_j (g_i - g_j) / sum w`` (O(n^2), exact with ``math.fsum``): when
+    one entry carries nearly all the weight the mean is nearly g there and the direct difference cancels.
+    """
+    ws, gs = [float(v) for v in w.tolist()], [float(v) for v in g.tolist()]
+    sw = math.fsum(ws)
+    if sw == 0.0:
+        return torch.zeros_like(w)
+    out = [
+        wi
+        * (math.fsum(wj * (gi - gj) for wj, gj in zip(ws, gs, strict=True)) / sw)
+        / temperature  # no w_i w_j underflow
+        for wi, gi in zip(ws, gs, strict=True)
+    ]
+    return torch.tensor(out, dtype=torch.float64)

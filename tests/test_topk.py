@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import doctest
+import time
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import _reference_topk as ref
 import kexue.ops.topk as topk_module
 from kexue.ops import SoftTopK, soft_topk
+from kexue.ops.topk import ITERATIVE_MAX_K
 
 ALL = ["iterative", "gradtopk", "exp", "sigmoid", "laplace"]
 PROPER = ["gradtopk", "exp", "sigmoid", "laplace"]  # the constructions with a proven range / monotonicity
@@ -155,6 +158,168 @@ def test_sigmoid_k1_is_not_softmax() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# any finite temperature: exact sum, the hard limit, ties, finite and correct gradients
+
+
+@pytest.mark.parametrize("method", THRESHOLD)
+@pytest.mark.parametrize(
+    ("dtype", "temperature"), [(torch.float32, 1e-8), (torch.float32, 1e-7), (torch.float64, 1e-16)]
+)
+def test_issue_example_sum_is_k_at_tiny_temperature(method: str, dtype: torch.dtype, temperature: float) -> None:
+    # regression: |x| / temperature above ~1e7 (float32) or ~1e16 (float64) gave sum 0.5 (sigmoid, Laplace)
+    # or 1 (exp) instead of 3
+    x = torch.randn(4, 10, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    p = soft_topk(x, 3, method=method, temperature=temperature)
+    hard = torch.zeros_like(x).scatter(-1, x.topk(3, -1).indices, 1.0)
+    torch.testing.assert_close(p, hard, atol=0, rtol=0)
+
+
+@st.composite
+def extreme_rows(draw: st.DrawFn) -> tuple[torch.Tensor, int, float]:
+    """Rows at spreads 1e-4 .. 1e30 (random or with ties) and a temperature 1e-30 .. 1e30."""
+    n = draw(st.integers(2, 8))
+    k = draw(st.integers(1, n - 1))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    spread = 10.0 ** draw(st.integers(-4, 30))
+    temperature = 10.0 ** draw(st.integers(-30, 30))
+    if draw(st.booleans()):
+        base = torch.randint(0, 3, (2, n), generator=gen).double()  # ties, also across the k-th value
+    else:
+        base = torch.randn(2, n, generator=gen, dtype=torch.float64)
+    return base * spread, k, temperature
+
+
+@pytest.mark.parametrize("method", THRESHOLD)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(data=extreme_rows())
+def test_threshold_exact_at_any_temperature(method: str, dtype: torch.dtype, data: tuple) -> None:
+    x64, k, temperature = data
+    x = x64.to(dtype).requires_grad_(True)
+    g = torch.linspace(-1, 1, x.shape[-1], dtype=dtype).roll(k).expand_as(x)
+    p = soft_topk(x, k, method=method, temperature=temperature)
+    (grad,) = torch.autograd.grad((p * g).sum(), x)
+    fi = torch.finfo(dtype)
+    assert bool(torch.isfinite(p).all())
+    assert bool(torch.isfinite(grad).all())
+    assert bool(((p >= 0) & (p <= 1)).all())
+    n = x.shape[-1]
+    torch.testing.assert_close(
+        p.double().sum(-1), torch.full((2,), float(k), dtype=torch.float64), atol=8 * n * fi.eps, rtol=0
+    )
+    for row in range(2):
+        # the reference sees the same (rounded) scores; it anchors and sums the residual exactly in float64
+        ref_p, ref_w = ref.threshold_any_temperature(x[row].detach(), k, method, temperature)
+        torch.testing.assert_close(p[row].double(), ref_p, atol=1e-5 if dtype == torch.float32 else 1e-10, rtol=0)
+        ref_grad = ref.threshold_vjp(ref_w, g[row].double(), temperature)
+        # normwise: entries far below the largest carry its rounding; a w or a gradient below the dtype's normal
+        # range has few bits and is bounded absolutely
+        rtol = 1e-3 if dtype == torch.float32 else 1e-7
+        atol = rtol * float(ref_grad.abs().max()) + 8 * fi.tiny / temperature + 4 * fi.tiny * fi.eps
+        torch.testing.assert_close(grad[row].double(), ref_grad, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("method", [*THRESHOLD, "gradtopk"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [1e-3, 1e-8, 1e-30, 5e-324])
+def test_limit_splits_ties_evenly(method: str, dtype: torch.dtype, temperature: float) -> None:
+    # the hard limit at ties is the tie-split mask: 3 entries tied for the last 2 places share them
+    x = torch.tensor([[4.0, 1.0, 1.0, 1.0, -2.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=dtype)
+    x = x.requires_grad_(True)
+    p = soft_topk(x, 3, method=method, temperature=temperature)
+    expected = torch.tensor([[1.0, 2 / 3, 2 / 3, 2 / 3, 0.0, 0.0], [0.5] * 6], dtype=dtype)
+    torch.testing.assert_close(p, expected, atol=1e-6 if dtype == torch.float32 else 1e-12, rtol=0)
+    (grad,) = torch.autograd.grad((p * torch.arange(6.0, dtype=dtype)).sum(), x)
+    assert not bool(grad.isnan().any())
+    if temperature >= 1e-30:
+        # at ties the gradient is O(1 / temperature): finite wherever that is (below, it overflows to inf)
+        assert bool(torch.isfinite(grad).all())
+
+
+@pytest.mark.parametrize("method", THRESHOLD)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradient_on_the_rounding_plateau_matches_reference(method: str, dtype: torch.dtype) -> None:
+    # a gap of 60 temperatures between the k-th and (k+1)-th scores: the top entries round to exactly 1 and
+    # sum p - k is 0 to rounding over a wide range of lambda, yet f' ~ e^-30 there (sigmoid, Laplace) and the
+    # gradient ~ e^-30 / temperature ~ 1e17 is well defined; a solver that stops on "sum p == k" lands anywhere
+    # on that plateau and returns a gradient off by orders of magnitude. For exp the threshold sits e^-60 above
+    # the k-th score, just below the kink
+    temperature = 1e-30
+    x = (torch.tensor([[100.0, 60.0, 0.0, -10.0, -50.0]], dtype=torch.float64) * temperature).to(dtype)
+    x.requires_grad_(True)
+    g = torch.tensor([[0.3, -1.0, 2.0, 0.5, 1.0]], dtype=dtype)
+    p = soft_topk(x, 2, method=method, temperature=temperature)
+    (grad,) = torch.autograd.grad((p * g).sum(), x)
+    _, ref_w = ref.threshold_any_temperature(x[0].detach(), 2, method, temperature)
+    expected = ref.threshold_vjp(ref_w, g[0].double(), temperature)
+    scale = float(expected.abs().max())
+    assert scale > (1e3 if method == "exp" else 1e10)  # a large gradient, not zero (exp: ~ e^-60 / temperature)
+    torch.testing.assert_close(grad[0].double(), expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("method", [*THRESHOLD, "gradtopk"])
+def test_float32_temperature_below_its_range(method: str) -> None:
+    # 1e-40 is not a normal float32: x / t would be 0 / 0 or use an infinite reciprocal
+    x = torch.tensor([[3.0, 1.0, 2.0, 2.0, -1.0]], requires_grad=True)
+    p = soft_topk(x, 2, method=method, temperature=1e-40)
+    torch.testing.assert_close(p, torch.tensor([[1.0, 0.0, 0.5, 0.5, 0.0]]))
+    p.sum().backward()
+    assert bool(torch.isfinite(x.grad).all())  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tensor (learnable) temperature
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_tensor_temperature_matches_float(method: str, gen: torch.Generator) -> None:
+    x = torch.randn(3, 7, generator=gen, dtype=torch.float64)
+    tau = torch.tensor(0.7, dtype=torch.float64)
+    torch.testing.assert_close(
+        soft_topk(x, 3, method=method, temperature=tau), soft_topk(x, 3, method=method, temperature=0.7)
+    )
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_gradcheck_tensor_temperature(method: str, gen: torch.Generator) -> None:
+    x = _gc_input(6, gen)
+    tau = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda t, s: soft_topk(t, 3, method=method, temperature=s), (x, tau))
+
+
+@pytest.mark.parametrize("method", THRESHOLD)
+def test_gradgradcheck_tensor_temperature(method: str, gen: torch.Generator) -> None:
+    x = _gc_input(5, gen)
+    tau = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    assert gradgradcheck(lambda t, s: soft_topk(t, 2, method=method, temperature=s), (x, tau))
+
+
+@pytest.mark.parametrize("method", [*THRESHOLD, "gradtopk"])
+def test_tensor_temperature_gradient_finite_when_scores_overflow(method: str) -> None:
+    # (x - a) / t overflows float32 here; autograd's own division backward would form 0 * inf = NaN for t
+    x = torch.tensor([[1e30, -1e30, 0.0, 5e-30, 3e-30]], requires_grad=True)
+    tau = torch.tensor(1e-30, requires_grad=True)
+    p = soft_topk(x, 3, method=method, temperature=tau)
+    (p * torch.tensor([[1.0, 2.0, -1.0, 0.5, 3.0]])).sum().backward()
+    assert bool(torch.isfinite(x.grad).all())  # type: ignore[arg-type]
+    assert tau.grad is not None
+    assert bool(torch.isfinite(tau.grad))
+    assert float(tau.grad) != 0.0  # the entries 0, 5e-30, 3e-30 compete for the last place
+
+
+def test_learnable_temperature_in_module(gen: torch.Generator) -> None:
+    m = SoftTopK(2, method="sigmoid", temperature=nn.Parameter(torch.tensor(1.5)))
+    assert [name for name, _ in m.named_parameters()] == ["temperature"]
+    x = torch.randn(4, 6, generator=gen)
+    (m(x) * torch.randn(4, 6, generator=gen)).sum().backward()
+    assert m.temperature.grad is not None  # type: ignore[union-attr]
+    assert float(m.temperature.grad) != 0.0  # type: ignore[union-attr,arg-type]
+    buffered = SoftTopK(2, temperature=torch.tensor(0.5))
+    assert [name for name, _ in buffered.named_buffers()] == ["temperature"]
+    torch.testing.assert_close(buffered(x), soft_topk(x, 2, temperature=0.5))
+    assert "temperature=tensor(0.5)" in repr(buffered)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # references
 
 
@@ -278,9 +443,10 @@ def test_gradcheck(method: str, k: int, gen: torch.Generator) -> None:
 
 
 @pytest.mark.parametrize("method", ["gradtopk", "sigmoid", "laplace", "exp"])
-def test_gradgradcheck(method: str, gen: torch.Generator) -> None:
+@pytest.mark.parametrize("k", [1, 2])
+def test_gradgradcheck(method: str, k: int, gen: torch.Generator) -> None:
     x = _gc_input(5, gen)
-    assert gradgradcheck(lambda t: soft_topk(t, 2, method=method), (x,))
+    assert gradgradcheck(lambda t: soft_topk(t, k, method=method), (x,))
 
 
 @pytest.mark.parametrize("method", ALL)
@@ -405,21 +571,42 @@ def test_docstring_examples() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"x": torch.arange(4), "k": 2}, TypeError, "floating-point"),
-        ({"x": [1.0, 2.0], "k": 1}, TypeError, "torch.Tensor"),
-        ({"x": torch.zeros(4), "k": 5}, ValueError, r"k must lie in \[0, 4\]"),
-        ({"x": torch.zeros(4), "k": -1}, ValueError, "k must lie"),
-        ({"x": torch.zeros(4), "k": 1.5}, TypeError, "k must be an int"),
-        ({"x": torch.zeros(4), "k": torch.tensor(1.5)}, ValueError, "integers"),
-        ({"x": torch.zeros(2, 4), "k": torch.tensor([1, 2, 3])}, ValueError, "does not broadcast"),
-        ({"x": torch.zeros(2, 4), "k": torch.tensor([1, 9])}, ValueError, "k must lie"),
-        ({"x": torch.zeros(4), "k": 2, "temperature": 0.0}, ValueError, "temperature"),
-        ({"x": torch.zeros(4), "k": 2, "temperature": -1.0}, ValueError, "temperature"),
-        ({"x": torch.zeros(4), "k": 2, "dim": 1}, ValueError, "dim=1 is out of range"),
-        ({"x": torch.tensor([1.0, float("nan")]), "k": 1}, ValueError, "NaN"),
-        ({"x": torch.tensor([1.0, float("inf")]), "k": 1}, ValueError, "inf"),
+        ({"x": torch.arange(4), "k": 2}, TypeError, "x must have a floating-point dtype"),
+        ({"x": [1.0, 2.0], "k": 1}, TypeError, "x must be a torch.Tensor"),
+        ({"x": torch.tensor(1.0), "k": 0}, ValueError, "x must have at least 1 dimensions"),
+        ({"x": torch.tensor([1.0, float("nan")]), "k": 1}, ValueError, "x contains NaN"),
+        ({"x": torch.tensor([1.0, float("inf")]), "k": 1}, ValueError, "x contains NaN or infinite"),
+        ({"x": torch.zeros(4), "k": 5}, ValueError, "k must be <= 4, got 5"),
+        ({"x": torch.zeros(4), "k": -1}, ValueError, "k must be >= 0, got -1"),
+        ({"x": torch.zeros(4), "k": 1.5}, TypeError, "k must be an integer"),
+        ({"x": torch.zeros(4), "k": 2.0}, TypeError, "k must be an integer"),
+        ({"x": torch.zeros(4), "k": True}, TypeError, "k must be an integer"),
+        ({"x": torch.zeros(4), "k": "2"}, TypeError, "k must be an integer"),
+        ({"x": torch.zeros(4), "k": torch.tensor(1.5)}, TypeError, "k must be an int or an integer tensor"),
+        ({"x": torch.zeros(4), "k": torch.tensor(2.0)}, TypeError, "k must be an int or an integer tensor"),
+        ({"x": torch.zeros(4), "k": torch.tensor(True)}, TypeError, "k must be an int or an integer tensor"),
+        ({"x": torch.zeros(2, 4), "k": torch.tensor([1, 2, 3])}, ValueError, "k of shape .* does not broadcast"),
+        ({"x": torch.zeros(2, 4), "k": torch.tensor([1, 9])}, ValueError, r"k must lie in \[0, 4\]"),
+        ({"x": torch.zeros(2, 4), "k": torch.tensor([-1, 2])}, ValueError, r"k must lie in \[0, 4\]"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": 0.0}, ValueError, "temperature must be > 0"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": -1.0}, ValueError, "temperature must be > 0"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": float("nan")}, ValueError, "temperature must be finite"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": float("inf")}, ValueError, "temperature must be finite"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": True}, TypeError, "temperature must be a real number"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": "1"}, TypeError, "temperature must be a real number"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": 1j}, TypeError, "temperature must be a real number"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": torch.tensor(-1.0)}, ValueError, "temperature must be > 0"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": torch.tensor(float("nan"))}, ValueError, "finite"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": torch.tensor(1)}, TypeError, "temperature must be a real"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": torch.ones(2)}, TypeError, "temperature must be a real"),
+        ({"x": torch.zeros(4), "k": 2, "temperature": torch.ones(1)}, ValueError, "0-d tensor"),
+        ({"x": torch.zeros(4), "k": 2, "dim": 1}, ValueError, "dim must be <= 0, got 1"),
+        ({"x": torch.zeros(4), "k": 2, "dim": -2}, ValueError, "dim must be >= -1, got -2"),
+        ({"x": torch.zeros(4), "k": 2, "dim": 0.0}, TypeError, "dim must be an integer"),
         ({"x": torch.zeros(4), "k": 2, "method": "softmax"}, ValueError, "method must be one of"),
-        ({"x": torch.tensor(1.0), "k": 0}, ValueError, "at least one dimension"),
+        ({"x": torch.zeros(4), "k": 2, "method": None}, ValueError, "method must be one of"),
+        ({"x": torch.zeros(4), "k": 2, "hard": 1}, TypeError, "hard must be a bool"),
+        ({"x": torch.zeros(4), "k": 2, "hard": "yes"}, TypeError, "hard must be a bool"),
     ],
 )
 def test_bad_input(kwargs: dict, exc: type[Exception], match: str) -> None:
@@ -429,8 +616,47 @@ def test_bad_input(kwargs: dict, exc: type[Exception], match: str) -> None:
         soft_topk(x, k, **kwargs)
 
 
-def test_module_bad_input() -> None:
-    with pytest.raises(ValueError, match="temperature"):
-        SoftTopK(2, temperature=0.0)
-    with pytest.raises(ValueError, match="method"):
-        SoftTopK(2, method="bogus")  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("args", "kwargs", "exc", "match"),
+    [
+        ((2,), {"temperature": 0.0}, ValueError, "temperature must be > 0"),
+        ((2,), {"temperature": float("nan")}, ValueError, "temperature must be finite"),
+        ((2,), {"temperature": torch.tensor([1.0, 2.0])}, TypeError, "temperature must be a real"),
+        ((2,), {"method": "bogus"}, ValueError, "method must be one of"),
+        ((2.0,), {}, TypeError, "k must be an integer"),
+        ((True,), {}, TypeError, "k must be an integer"),
+        ((-1,), {}, ValueError, "k must be >= 0"),
+        ((torch.tensor([1.0]),), {}, TypeError, "integer tensor"),
+        ((5000,), {"method": "iterative"}, ValueError, "k must be <= 4096"),
+        ((2,), {"dim": 0.5}, TypeError, "dim must be an integer"),
+        ((2,), {"hard": None}, TypeError, "hard must be a bool"),
+    ],
+)
+def test_module_bad_input(args: tuple, kwargs: dict, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        SoftTopK(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# iterative: bounded work
+
+
+def test_iterative_rejects_huge_k_at_once() -> None:
+    # k = 5e5 used to run 5e5 sequential passes (hours); it is rejected before any work
+    x = torch.randn(1, 1_000_001)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"k must be <= ITERATIVE_MAX_K=4096 for method='iterative'.*k=500000"):
+        soft_topk(x, 500_000, method="iterative")
+    with pytest.raises(ValueError, match="ITERATIVE_MAX_K"):
+        soft_topk(x[:, :5000], torch.tensor([4097]), method="iterative")
+    assert time.perf_counter() - t0 < 5.0
+    assert ITERATIVE_MAX_K == 4096
+    # the other methods still take it: exact sum, and the hard limit at a small temperature
+    p = soft_topk(x, 500_000, method="exp")
+    torch.testing.assert_close(p.double().sum(), torch.tensor(500_000.0, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+def test_iterative_at_the_limit_runs() -> None:
+    x = torch.randn(1, ITERATIVE_MAX_K + 2, generator=torch.Generator().manual_seed(0))
+    p = soft_topk(x, ITERATIVE_MAX_K, method="iterative")
+    torch.testing.assert_close(p.double().sum(), torch.tensor(float(ITERATIVE_MAX_K), dtype=torch.float64))

@@ -11,6 +11,7 @@ from .heads import (
     convert_sync_batchnorm,
 )
 from .prompt import PromptEncoder, PromptKind, TokenRows, splice_prompts
+from .router import SoftTopKRouter
 from .text import EmbeddingBagClassifier
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "SimSiamPredictionHead",
     "SimSiamProjectionHead",
     "SmallCNN",
+    "SoftTopKRouter",
     "SyncBatchNorm1d",
     "TokenRows",
     "convert_sync_batchnorm",
