@@ -573,7 +573,7 @@ def test_docstring_examples() -> None:
     [
         ({"x": torch.arange(4), "k": 2}, TypeError, "x must have a floating-point dtype"),
         ({"x": [1.0, 2.0], "k": 1}, TypeError, "x must be a torch.Tensor"),
-        ({"x": torch.tensor(1.0), "k": 0}, ValueError, "x must have at least 1 dimensions"),
+        ({"x": torch.tensor(1.0), "k": 0}, ValueError, "x must have at least 1 dimension"),
         ({"x": torch.tensor([1.0, float("nan")]), "k": 1}, ValueError, "x contains NaN"),
         ({"x": torch.tensor([1.0, float("inf")]), "k": 1}, ValueError, "x contains NaN or infinite"),
         ({"x": torch.zeros(4), "k": 5}, ValueError, "k must be <= 4, got 5"),

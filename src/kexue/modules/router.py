@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from kexue._validate import check_choice, check_int, check_real
+from kexue._validate import check_choice, check_float_tensor, check_int, check_real
 from kexue.ops.router import RouterOutput, soft_topk_router
 from kexue.ops.topk import METHODS, Method
 
@@ -74,6 +74,11 @@ class SoftTopKRouter(nn.Module):
 
     def forward(self, x: Tensor) -> RouterOutput:
         """Route ``x`` (..., in_features): indices and gate weights (..., k), probs (..., E), balancing stats."""
+        check_float_tensor("x", x, min_ndim=1)
+        if x.shape[-1] != self.gate.in_features:
+            raise ValueError(
+                f"x must have {self.gate.in_features} features in its last dimension, got {tuple(x.shape)}"
+            )
         return soft_topk_router(
             self.gate(x), self.k, method=self.method, temperature=self.temperature, normalize=self.normalize
         )

@@ -49,7 +49,8 @@ class RouterOutput(NamedTuple):
 
 def _check_router_args(logits: Any, k: Any, method: Any, temperature: Any, normalize: Any) -> float | Tensor:
     """Validate the router's arguments (``k`` an int in [1, E]); return the temperature."""
-    check_float_tensor("logits", logits, min_ndim=1, finite=False)
+    # NaN/inf logits are rejected like soft_topk's input (a value check, skipped while torch.compile traces).
+    check_float_tensor("logits", logits, min_ndim=1)
     k = check_int("k", k, low=1, high=logits.shape[-1])
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be a bool, got {normalize!r} ({type(normalize).__name__})")
