@@ -439,3 +439,16 @@ def test_non_finite_empty_and_option_types_rejected() -> None:
     with pytest.raises(TypeError, match="logp must have a floating-point dtype"):
         tailr_weight(torch.zeros(3, dtype=torch.long), gamma=0.5)
     torch.testing.assert_close(tailr_weight(torch.tensor([-math.inf]), gamma=0.5), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize("form", ["closed", "weighted"])
+def test_half_precision_logits_outside_autocast_stay_non_negative(form: str) -> None:
+    """bf16 logits of a confident prediction: the loss is >= 0 (half-precision log-add-exp once gave -0.0035)."""
+    x = torch.full((4, 5), -20.0, dtype=torch.bfloat16)
+    x[:, 0] = 20.0
+    t = torch.zeros(4, dtype=torch.long)
+    out = tailr_loss(x, t, gamma=0.5, form=form, reduction="none")
+    assert out.dtype == torch.bfloat16
+    assert (out >= 0).all(), out
+    torch.testing.assert_close(out.float(), tailr_loss(x.float(), t, gamma=0.5, form=form, reduction="none"),
+                               atol=1e-2, rtol=1e-2)  # fmt: skip

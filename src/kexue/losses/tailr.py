@@ -149,8 +149,13 @@ def _tailr(
     form: str,
 ) -> Tensor:
     """The shared core of :func:`tailr_loss` and :class:`TaiLrLoss` (inputs already validated)."""
-    if logits.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(logits.device.type):
-        # as F.cross_entropy under autocast (an fp32 op there): compute in float32, return float32
+    out_dtype = logits.dtype
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        # Half-precision logits are computed in float32: in half precision the closed form's log-add-exp rounds
+        # to a negative loss for a confident prediction. Under autocast the result stays float32, as
+        # F.cross_entropy's (an fp32 op there); outside it, it is cast back to the input dtype.
+        if torch.is_autocast_enabled(logits.device.type):
+            out_dtype = torch.float32
         logits = logits.float()
     n_classes = logits.shape[1]
     logp_all = F.log_softmax(logits, dim=1)  # (N, C, ...): the one (N, C)-sized buffer
@@ -185,11 +190,11 @@ def _tailr(
 
     per = torch.where(keep, per, torch.zeros_like(per))
     if reduction == "none":
-        return per
+        return per.to(out_dtype)
     if reduction == "sum":
-        return per.sum()
+        return per.sum().to(out_dtype)
     # mean over non-ignored targets, like F.cross_entropy (NaN when every target is ignored)
-    return per.sum() / keep.sum().to(per.dtype)
+    return (per.sum() / keep.sum().to(per.dtype)).to(out_dtype)
 
 
 def tailr_loss(
