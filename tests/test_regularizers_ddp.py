@@ -7,6 +7,7 @@ losses averaged over the batch, DDP's averaged gradient is the single-process gr
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import Callable
@@ -87,6 +88,10 @@ def _worker(rank: int, port: int, out: str) -> None:
             results["static_graph"] = str(e)
         if rank == 0:
             torch.save(results, Path(out) / "ddp.pt")
+        # Free the DDP wrappers while the process group is alive (a Reducer destroyed after
+        # destroy_process_group can deadlock the exit on the GIL inside gloo's teardown).
+        del ddp, model
+        gc.collect()
     finally:
         dist.destroy_process_group()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import socket
 from pathlib import Path
@@ -479,6 +480,11 @@ def _ddp_worker(rank: int, port: int, out: str, x1: torch.Tensor, x2: torch.Tens
             _one_step(m, ddp, x1[sl], x2[sl])
             if rank == 0:
                 torch.save(m.state_dict(), Path(out) / f"{kind}.pt")
+            # Free the DDP wrapper while the process group is alive: a Reducer destroyed after
+            # destroy_process_group tears down the gloo group while holding the GIL, and a gloo worker thread
+            # that needs the GIL then deadlocks the exit.
+            del ddp, m
+            gc.collect()
     finally:
         dist.destroy_process_group()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -31,6 +32,12 @@ def is_main_process() -> bool:
 
 
 def shutdown() -> None:
-    """Destroy the default process group if one exists."""
+    """Destroy the default process group if one exists.
+
+    Unreferenced ``DistributedDataParallel`` wrappers are collected first: a DDP reducer that is freed only after
+    the group is destroyed tears the gloo group down while holding the GIL, which can deadlock the process exit.
+    Drop your own references to DDP models before calling this.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
