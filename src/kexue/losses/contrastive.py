@@ -24,6 +24,7 @@ come from every ``torch.distributed`` rank through :func:`gather_with_grad`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, overload
@@ -54,12 +55,25 @@ _Kind = Literal["plain", "stable", "flat"]
 _INF = float("inf")
 
 
+_VALID_OPTIONS: set[tuple[Any, ...]] = set()  # (temperature, reduction, eps) seen valid, with their types
+
+
 def _check_options(temperature: float, reduction: str, eps: float) -> None:
+    # the checks cost a few microseconds, a sizeable part of a small batch's loss: a training loop passes the same
+    # values every step, so each valid combination is checked once (NaN never compares equal: always checked)
+    try:
+        key: tuple[Any, ...] | None = (type(temperature), temperature, reduction, type(eps), eps)
+        if key in _VALID_OPTIONS:
+            return
+    except TypeError:  # unhashable: checked every time
+        key = None
     check_real("temperature", temperature, low=0, low_inclusive=False)
     check_reduction(reduction)
     # eps floors the norm of each embedding after it is divided by its largest |entry| (a norm >= 1), see
     # _unit_rows
     check_real("eps", eps, low=0, low_inclusive=False, high=1)
+    if key is not None and len(_VALID_OPTIONS) < 1024:
+        _VALID_OPTIONS.add(key)
 
 
 def _check_output(out: Tensor, inputs: dict[str, Tensor | None], *, temperature: float | None = None) -> Tensor:
@@ -348,9 +362,16 @@ def _mask_diagonals(logits: Tensor, diagonals: Sequence[_Diag]) -> None:
     masking outside autograd gives the same gradient as a recorded ``index_put`` without its backward (a clone
     of the (N, C) gradient and a scatter); ``logits`` is a matmul output that no autograd node saved.
     """
-    with torch.no_grad():
-        for r0, r1, offset in diagonals:
-            logits[r0:r1].diagonal(offset).fill_(-_INF)
+    if diagonals:
+        with torch.no_grad():
+            for r0, r1, offset in diagonals:
+                logits[r0:r1].diagonal(offset).fill_(-_INF)
+
+
+@functools.cache
+def _smallest_subnormal(dtype: torch.dtype) -> float:
+    info = torch.finfo(dtype)
+    return info.tiny * info.eps
 
 
 def _unit_rows(x: Tensor, eps: float) -> Tensor:
@@ -360,9 +381,8 @@ def _unit_rows(x: Tensor, eps: float) -> Tensor:
     on it) before the 2-norm, so norms far outside 1e-19..1e19 neither overflow nor underflow in float32. The
     floor of that scale is the dtype's smallest subnormal, so only an all-zero row is changed by it (it stays 0).
     """
-    info = torch.finfo(x.dtype)
     # abs().amax(): torch's ord=inf vector norm is many times slower on CPU
-    scale = x.detach().abs().amax(dim=1, keepdim=True).clamp_min_(info.tiny * info.eps)
+    scale = x.detach().abs().amax(dim=1, keepdim=True).clamp_min_(_smallest_subnormal(x.dtype))
     xs = x / scale
     return xs / torch.linalg.vector_norm(xs, dim=1, keepdim=True).clamp_min(eps)
 
@@ -388,7 +408,8 @@ def _embedding_logits(
         negatives = negatives.to(dtype)
         if normalize:
             negatives = _unit_rows(negatives, eps)
-    query, key = query.to(dtype), key.to(dtype)
+    if query.dtype != dtype or key.dtype != dtype:
+        query, key = query.to(dtype), key.to(dtype)
     rank, world = _dist_world() if gather else (0, 1)
     if world > 1:  # before any gather: unequal shapes would abort the processes instead of raising
         _check_same_across_ranks({"query": query, "key": key, "negatives": negatives}, {"symmetric": symmetric})
@@ -465,7 +486,8 @@ class _NegLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: Tensor, pos_diag: tuple[_Diag, ...], stable: bool) -> tuple[Tensor, Tensor, Tensor]:
         # forward runs without autograd: read out the positives (a copy), then mask them in place
-        diags = [logits[r0:r1].diagonal(off) for r0, r1, off in pos_diag]
+        n = logits.shape[0]
+        diags = [(logits if (r0, r1) == (0, n) else logits[r0:r1]).diagonal(off) for r0, r1, off in pos_diag]
         s_t = diags[0].clone() if len(diags) == 1 else torch.cat(diags)  # (N,)
         for d in diags:
             d.fill_(-_INF)  # the positive leaves the log-sum-exp
@@ -490,8 +512,12 @@ class _NegLogSumExp(torch.autograd.Function):
         out = None
         if h is not None:
             out = p * h.unsqueeze(1)
+            n = out.shape[0]
             for r0, r1, off in ctx.pos_diag:  # d log xi / d s_t = -1
-                out[r0:r1].diagonal(off).sub_(h[r0:r1])
+                if (r0, r1) == (0, n):
+                    out.diagonal(off).sub_(h)
+                else:
+                    out[r0:r1].diagonal(off).sub_(h[r0:r1])
         if grad_p is not None:  # double backward only: the softmax's own vector-Jacobian product
             gp = grad_p * p
             vjp = gp - p * gp.sum(dim=1, keepdim=True)
