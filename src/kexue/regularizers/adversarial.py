@@ -36,10 +36,10 @@ from torch import Tensor, nn
 
 from .._validate import check_choice, check_int, check_real
 from ._site import (
-    all_finite,
     Forward,
     Inputs,
     Site,
+    all_finite,
     check_positive,
     check_static_graph,
     check_target,
