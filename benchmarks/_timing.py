@@ -79,6 +79,7 @@ class Timing:
     peak_bytes: int | None
     error: str | None = None
     ratios: list[float] = field(default_factory=list)  # per round: this case's time / the baseline's
+    times: list[float] = field(default_factory=list)  # per round: time per call
 
     def ratio_summary(self) -> dict[str, float] | None:
         if not self.ratios:
@@ -256,7 +257,7 @@ def interleave(
         ts = times[c.name]
         q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
         ratios = [t / b for t, b in zip(ts, base)] if base else []
-        out.append(Timing(c.name, statistics.median(ts), q[0], q[2], len(ts), peaks.get(c.name), None, ratios))
+        out.append(Timing(c.name, statistics.median(ts), q[0], q[2], len(ts), peaks.get(c.name), None, ratios, ts))
     return out
 
 
@@ -368,6 +369,7 @@ class Bench:
         self.summary: dict[str, Any] = {}
         self.notes: list[str] = []
         self.peers: dict[str, str] = {}
+        self._timings: dict[str, dict[str, Timing]] = {}
         self.meta: dict[str, Any] = {
             "command": " ".join(["python", os.path.relpath(sys.argv[0], RESULTS.parent.parent), *sys.argv[1:]]),
             "cpu": _cpu_model() if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
@@ -425,6 +427,7 @@ class Bench:
                     "error": t.error,
                 }
             )
+        self._timings[table_id] = {t.name: t for t in timings}
         self.tables.append({"id": table_id, "title": title, "baseline": baseline, "note": note, "rows": rows})
         return timings
 
@@ -437,16 +440,42 @@ class Bench:
                         return r["ratio"]  # type: ignore[no-any-return]
         return None
 
-    def target(self, target_id: str, text: str, *, table: str, case: str, limit: float, below: bool = True) -> None:
-        """A target on the median ratio of ``case`` in ``table``: met when it is <= ``limit`` (``below``) or >=."""
-        r = self.ratio(table, case)
-        value = None if r is None else r["median"]
-        met = None if value is None else (value <= limit if below else value >= limit)
+    def target(
+        self,
+        target_id: str,
+        text: str,
+        *,
+        table: str,
+        case: str,
+        limit: float,
+        other: str | None = None,
+        below: bool = True,
+    ) -> None:
+        """A target on the median per-round ratio of ``case`` to ``other`` (default: the table's baseline) in
+        ``table``: met when it is <= ``limit`` (``below``) or >= ``limit``."""
+        t = self._timings.get(table, {})
+        tb = next((x for x in self.tables if x["id"] == table), None)
+        ref = other or (tb["baseline"] if tb else None)
+        a, b = t.get(case), t.get(ref) if ref else None
+        summary = None
+        if a is not None and b is not None and a.error is None and b.error is None and a.times and b.times:
+            summary = Timing(case, 0, 0, 0, 0, None, None, [x / y for x, y in zip(a.times, b.times)]).ratio_summary()
+        met = None if summary is None else (summary["median"] <= limit if below else summary["median"] >= limit)
         self.targets.append(
-            {"id": target_id, "text": text, "table": table, "case": case, "limit": limit, "below": below, "met": met}
+            {
+                "id": target_id,
+                "text": text,
+                "table": table,
+                "case": case,
+                "other": ref,
+                "limit": limit,
+                "below": below,
+                "ratio": summary,
+                "met": met,
+            }
         )
         verdict = "no reading" if met is None else ("met" if met else "NOT met")
-        shown = "-" if value is None else f"{value:.2f}"
+        shown = "-" if summary is None else f"{summary['median']:.2f} (IQR {summary['q1']:.2f}–{summary['q3']:.2f})"
         print(f"- target {text}: {shown} -> {verdict}")
 
     def save(self) -> Path | None:
