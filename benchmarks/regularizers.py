@@ -75,9 +75,12 @@ def cnn_table(bench: Bench) -> None:
     model = SmallCNN(width=16)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    x_leaf = x.clone().requires_grad_(True)  # its .grad (accumulated, never read) is the input gradient
     ce = F.cross_entropy
     cases = [
         Case("plain", lambda: _step(model, opt, lambda: ce(model(x), y))),
+        # what FGM, VAT and the gradient penalties add to a plain step before any second pass: grad_x L
+        Case("plain + input gradient", lambda: _step(model, opt, lambda: ce(model(x_leaf), y))),
         Case("noise (input, k=1)", lambda: _step(model, opt, lambda: noisy_loss(model, x, y, sigma=0.1))),
         Case("FGM (kexue, l2)", lambda: _step(model, opt, lambda: fgm_loss(model, x, y, eps=1.0))),
         Case("FGM (hand-written snippet)", lambda: _fgm_snippet_input(model, opt, x, y, 1.0)),
@@ -187,6 +190,7 @@ def main() -> None:
         "doc": "docs/regularizers.md",
         "what": "one SGD step × a plain step; SmallCNN, 64 MNIST-size images; EmbeddingBag text model, 32×128 tokens",
         "headlines": [
+            {"label": "CNN plain step + input gradient", "case": "plain + input gradient", "tables": ["cnn"]},
             {"label": "CNN VAT r=1", "case": "VAT r=1", "tables": ["cnn"]},
             {"label": "CNN FGM", "case": "FGM (kexue, l2)", "tables": ["cnn"]},
             {"label": "CNN hand-written FGM", "case": "FGM (hand-written snippet)", "tables": ["cnn"]},
