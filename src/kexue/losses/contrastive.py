@@ -350,7 +350,6 @@ class _Scores(NamedTuple):
     """The score matrix of :func:`_embedding_logits` and where its positives and self-pairs sit."""
 
     logits: Tensor  # (N, C), a temporary of ours: no autograd node saved it, so it may be masked in place
-    target: Tensor  # (N,) column of each row's positive
     self_diag: tuple[_Diag, ...]  # SimCLR: the anchor's own column
     pos_diag: tuple[_Diag, ...]  # the positive's column
 
@@ -414,7 +413,6 @@ def _embedding_logits(
     if world > 1:  # before any gather: unequal shapes would abort the processes instead of raising
         _check_same_across_ranks({"query": query, "key": key, "negatives": negatives}, {"symmetric": symmetric})
     b = query.shape[0]
-    dev = query.device
     offset = rank * b
     z = torch.cat([query, key]) if symmetric or normalize else query  # (2B, D): query rows then key rows
     if normalize:  # cosine scores, as in SimCLR/FlatCLR; one scale-safe pass over both views
@@ -431,8 +429,6 @@ def _embedding_logits(
             cands = z if negatives is None else torch.cat([z, negatives])
         n_all = world * b
         # row i < B (a query view) pairs with key view i, row B + i with query view i; self = the row's own view
-        idx = torch.arange(b, device=dev) + offset
-        target = torch.cat([idx + n_all, idx])
         self_diag: tuple[_Diag, ...] = ((0, b, offset), (b, 2 * b, n_all + offset))
         pos_diag: tuple[_Diag, ...] = ((0, b, n_all + offset), (b, 2 * b, offset))
         n_neg = cands.shape[0] - 2
@@ -444,7 +440,6 @@ def _embedding_logits(
             negatives = _gather(negatives)
         anchors = query / temperature
         cands = all_key if negatives is None else torch.cat([all_key, negatives])
-        target = torch.arange(b, device=dev) + offset
         self_diag, pos_diag = (), ((0, b, offset),)
         n_neg = cands.shape[0] - 1
     if n_neg < 1:
@@ -452,7 +447,7 @@ def _embedding_logits(
             f"no negatives: a batch of {b} row(s) needs explicit `negatives` (or symmetric=True with B >= 2, "
             "or gather=True across ranks)"
         )
-    return _Scores(anchors @ cands.T, target, self_diag, pos_diag)
+    return _Scores(anchors @ cands.T, self_diag, pos_diag)
 
 
 def _embedding_loss(scores: _Scores, kind: _Kind) -> Tensor:
@@ -462,7 +457,10 @@ def _embedding_loss(scores: _Scores, kind: _Kind) -> Tensor:
         logits = logits.float()
     _mask_diagonals(logits, scores.self_diag)
     if kind == "plain":
-        return F.cross_entropy(logits, scores.target, reduction="none")
+        # the positive column of each row, from the diagonals that hold the positives
+        dev = logits.device
+        parts = [torch.arange(off, off + r1 - r0, device=dev) for r0, r1, off in scores.pos_diag]
+        return F.cross_entropy(logits, parts[0] if len(parts) == 1 else torch.cat(parts), reduction="none")
     loss, _, _ = _NegLogSumExp.apply(logits, scores.pos_diag, kind == "stable")
     return loss
 
