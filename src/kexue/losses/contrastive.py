@@ -447,11 +447,12 @@ def _embedding_logits(
             f"no negatives: a batch of {b} row(s) needs explicit `negatives` (or symmetric=True with B >= 2, "
             "or gather=True across ranks)"
         )
-    return _Scores(anchors @ cands.T, self_diag, pos_diag)
+    return _Scores(torch.mm(anchors, cands.t()), self_diag, pos_diag)
 
 
-def _embedding_loss(scores: _Scores, kind: _Kind) -> Tensor:
-    """Per-anchor loss on the score matrix of :func:`_embedding_logits` (which it masks in place)."""
+def _embedding_loss(scores: _Scores, kind: _Kind, reduction: str) -> tuple[Tensor, Tensor]:
+    """``(loss with reduction, per-anchor loss)`` on the score matrix of :func:`_embedding_logits` (which it masks
+    in place). The per-anchor loss is for logging only (no gradient flows through it for FlatNCE)."""
     logits = scores.logits
     if logits.dtype in (torch.float16, torch.bfloat16):  # reduced in float32, as in _per_anchor
         logits = logits.float()
@@ -460,9 +461,11 @@ def _embedding_loss(scores: _Scores, kind: _Kind) -> Tensor:
         # the positive column of each row, from the diagonals that hold the positives
         dev = logits.device
         parts = [torch.arange(off, off + r1 - r0, device=dev) for r0, r1, off in scores.pos_diag]
-        return F.cross_entropy(logits, parts[0] if len(parts) == 1 else torch.cat(parts), reduction="none")
-    loss, _, _ = _NegLogSumExp.apply(logits, scores.pos_diag, kind == "stable")
-    return loss
+        rows = F.cross_entropy(logits, parts[0] if len(parts) == 1 else torch.cat(parts), reduction="none")
+        return reduce(rows, reduction), rows
+    # the reduction is folded into the Function: one autograd node fewer, which shows at small batches
+    loss, log_xi, _ = _NegLogSumExp.apply(logits, scores.pos_diag, kind == "stable", reduction)
+    return loss, log_xi
 
 
 class _NegLogSumExp(torch.autograd.Function):
@@ -478,11 +481,14 @@ class _NegLogSumExp(torch.autograd.Function):
     ``logits`` (a matmul output that no autograd node saved) is masked in place.
 
     ``log xi`` and ``p`` are returned too, so that backward is built from differentiable ops on this Function's
-    own outputs: double backward (the loss inside a gradient penalty) works. Callers ignore those outputs.
+    own outputs: double backward (the loss inside a gradient penalty) works. Callers ignore ``p``. The first
+    output is reduced as ``reduction`` says (``"mean"``, ``"sum"`` or ``"none"``).
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, pos_diag: tuple[_Diag, ...], stable: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        ctx: Any, logits: Tensor, pos_diag: tuple[_Diag, ...], stable: bool, reduction: str
+    ) -> tuple[Tensor, Tensor, Tensor]:
         # forward runs without autograd: read out the positives (a copy), then mask them in place
         n = logits.shape[0]
         diags = [(logits if (r0, r1) == (0, n) else logits[r0:r1]).diagonal(off) for r0, r1, off in pos_diag]
@@ -492,17 +498,21 @@ class _NegLogSumExp(torch.autograd.Function):
         p = torch.softmax(logits, dim=1)  # (N, C)
         # log-sum-exp = max - log(largest probability); that probability is >= 1/C, so its log is exact
         log_xi = logits.amax(dim=1).sub_(p.amax(dim=1).log_()).sub_(s_t)
-        ctx.pos_diag, ctx.stable = pos_diag, stable
+        ctx.pos_diag, ctx.stable, ctx.reduction = pos_diag, stable, reduction
         ctx.save_for_backward(p, log_xi)
         ctx.set_materialize_grads(False)  # unused outputs get None, not an (N, C) zero gradient
-        return (F.softplus(log_xi) if stable else log_xi.clone()), log_xi, p
+        rows = F.softplus(log_xi) if stable else log_xi
+        loss = rows.mean() if reduction == "mean" else rows.sum() if reduction == "sum" else rows.clone()
+        return loss, log_xi, p
 
     @staticmethod
     def backward(
         ctx: Any, grad: Tensor | None, grad_log_xi: Tensor | None, grad_p: Tensor | None
-    ) -> tuple[Tensor | None, None, None]:
+    ) -> tuple[Tensor | None, None, None, None]:
         p, log_xi = ctx.saved_tensors
-        h = grad  # (N,) the gradient reaching log xi
+        h = grad  # (N,) the gradient reaching each row's loss
+        if h is not None and ctx.reduction != "none":
+            h = h.expand(log_xi.shape) / log_xi.shape[0] if ctx.reduction == "mean" else h.expand(log_xi.shape)
         if h is not None and ctx.stable:
             h = h * torch.sigmoid(log_xi)  # d softplus(u) / du
         if grad_log_xi is not None:  # double backward only
@@ -520,7 +530,7 @@ class _NegLogSumExp(torch.autograd.Function):
             gp = grad_p * p
             vjp = gp - p * gp.sum(dim=1, keepdim=True)
             out = vjp if out is None else out + vjp
-        return out, None, None
+        return out, None, None, None
 
 
 # --------------------------------------------------------------------------------------------- functional
@@ -679,9 +689,9 @@ def info_nce(
         gather=gather,
         eps=eps,
     )
-    loss = _embedding_loss(scores, "stable" if stable else "plain")
+    loss, _ = _embedding_loss(scores, "stable" if stable else "plain", reduction)
     inputs = {"query": query, "key": key, "negatives": negatives}
-    return _check_output(reduce(loss, reduction), inputs, temperature=temperature)
+    return _check_output(loss, inputs, temperature=temperature)
 
 
 @overload
@@ -760,9 +770,9 @@ def flat_nce(
         gather=gather,
         eps=eps,
     )
-    loss = _embedding_loss(scores, "flat")
+    out, loss = _embedding_loss(scores, "flat", reduction)
     inputs = {"query": query, "key": key, "negatives": negatives}
-    out = _check_output(reduce(loss, reduction), inputs, temperature=temperature)
+    out = _check_output(out, inputs, temperature=temperature)
     if return_info_nce:
         return out, reduce(F.softplus(loss.detach()), reduction)  # stable InfoNCE value, for logs
     return out
