@@ -120,6 +120,12 @@ def test_update_renders_then_check_passes_and_catches_a_changed_figure(tmp_path:
     )
 
 
+def test_results_in_another_format_are_left_alone(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    (repo / "benchmarks" / "results" / "memory.json").write_text(json.dumps({"lm": {"rows": []}}), encoding="utf-8")
+    assert [d["benchmark"] for d in perf_tables.load_results(repo / "benchmarks" / "results")] == ["demo"]
+
+
 def test_missing_marker_or_results_is_an_error(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     (repo / "docs" / "demo.md").write_text("no markers\n")

@@ -33,11 +33,17 @@ ORDER = ("topk", "contrastive", "selfsupervised", "regularizers", "multitask", "
 
 
 def load_results(results: str | Path) -> list[dict[str, Any]]:
-    """The benchmark results (``*.json``) under ``results``, in README order."""
+    """The benchmark results (``*.json``) under ``results``, in README order.
+
+    Only files in the format ``benchmarks/_timing.py`` writes (``machine`` and ``tables``) are read; a script that
+    writes its own format there (``memory.json``) renders its own tables.
+    """
     root = Path(results)
     docs = []
     for p in sorted(root.glob("*.json")) if root.is_dir() else []:
         doc = json.loads(p.read_text(encoding="utf-8"))
+        if not (isinstance(doc, dict) and isinstance(doc.get("machine"), dict) and isinstance(doc.get("tables"), list)):
+            continue
         doc.setdefault("benchmark", p.stem)
         doc["_file"] = p.name
         docs.append(doc)
