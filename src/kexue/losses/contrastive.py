@@ -24,7 +24,6 @@ come from every ``torch.distributed`` rank through :func:`gather_with_grad`.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, overload
@@ -367,10 +366,10 @@ def _mask_diagonals(logits: Tensor, diagonals: Sequence[_Diag]) -> None:
                 logits[r0:r1].diagonal(offset).fill_(-_INF)
 
 
-@functools.cache
-def _smallest_subnormal(dtype: torch.dtype) -> float:
-    info = torch.finfo(dtype)
-    return info.tiny * info.eps
+# the smallest positive (subnormal) value of each float dtype; a dict, not a cached function: dynamo traces it
+_SUBNORMAL = {
+    t: torch.finfo(t).tiny * torch.finfo(t).eps for t in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
 
 
 def _unit_rows(x: Tensor, eps: float) -> Tensor:
@@ -381,7 +380,7 @@ def _unit_rows(x: Tensor, eps: float) -> Tensor:
     floor of that scale is the dtype's smallest subnormal, so only an all-zero row is changed by it (it stays 0).
     """
     # abs().amax(): torch's ord=inf vector norm is many times slower on CPU
-    scale = x.detach().abs().amax(dim=1, keepdim=True).clamp_min_(_smallest_subnormal(x.dtype))
+    scale = x.detach().abs().amax(dim=1, keepdim=True).clamp_min_(_SUBNORMAL[x.dtype])
     xs = x / scale
     return xs / torch.linalg.vector_norm(xs, dim=1, keepdim=True).clamp_min(eps)
 
