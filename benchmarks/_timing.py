@@ -9,13 +9,16 @@ How a table is timed (:meth:`Bench.compare`):
 
 * every case runs in rounds, one block of calls per case per round, the order rotated from round to round, so a
   change of machine load hits every case alike;
-* a block repeats the call until it has run for at least ``block_s`` (a few ms), so that the clock's resolution
-  and per-call jitter do not matter;
+* one call per case per round by default: back-to-back repeats of one call (``block_s`` > 0) keep its code and
+  data in cache and favour the smallest cases, which a training loop, where a loss runs between model passes,
+  does not;
 * the clock is this process's CPU time (``time.process_time``) with one thread, which load from other processes
   barely touches, and the wall clock with more threads (CPU time would then sum the threads' work);
-* each round gives one ratio per case, its time over the baseline's time *in the same round*; a table reports
-  the median ratio over rounds with its interquartile range and min-max. The median time per call is kept too,
-  but only the ratios are meant to carry over to another machine.
+* a case's figure is its median time over the baseline's median time; its spread is that of the case's
+  per-round times divided by the baseline's median (interquartile range and min-max). Medians, not ratios paired
+  within a round: a call can pay for what the call before it left behind (pages given back to the system, caches
+  of other kernels), and a paired ratio turns such alternation into a spread of its own. Only the ratios are meant
+  to carry over to another machine.
 
 Results go to ``benchmarks/results/<name>.json`` with the command and the machine (CPU model, threads, OpenMP
 wait policy, torch version, load average before and after); ``python -m kexue.report.perf_tables`` renders the
@@ -78,7 +81,7 @@ class Timing:
     repeats: int
     peak_bytes: int | None
     error: str | None = None
-    ratios: list[float] = field(default_factory=list)  # per round: this case's time / the baseline's
+    ratios: list[float] = field(default_factory=list)  # per round: this case's time / the baseline's median
     times: list[float] = field(default_factory=list)  # per round: time per call
 
     def ratio_summary(self) -> dict[str, float] | None:
@@ -256,7 +259,7 @@ def interleave(
             continue
         ts = times[c.name]
         q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
-        ratios = [t / b for t, b in zip(ts, base)] if base else []
+        ratios = [t / statistics.median(base) for t in ts] if base else []
         out.append(Timing(c.name, statistics.median(ts), q[0], q[2], len(ts), peaks.get(c.name), None, ratios, ts))
     return out
 
@@ -384,7 +387,7 @@ class Bench:
             "git_commit": _git_commit(),
         }
         print(header())
-        print(f"clock: {self.meta['clock']}; ratios are per round (case / baseline in the same round)\n")
+        print(f"clock: {self.meta['clock']}; ratio = a case's median time / the baseline's median time\n")
 
     def peer(self, *dists: str) -> None:
         """Record the installed version of each peer distribution (or "not installed")."""
@@ -451,7 +454,7 @@ class Bench:
         other: str | None = None,
         below: bool = True,
     ) -> None:
-        """A target on the median per-round ratio of ``case`` to ``other`` (default: the table's baseline) in
+        """A target on the ratio of ``case``'s median time to ``other``'s (default: the table's baseline) in
         ``table``: met when it is <= ``limit`` (``below``) or >= ``limit``."""
         t = self._timings.get(table, {})
         tb = next((x for x in self.tables if x["id"] == table), None)
@@ -459,7 +462,8 @@ class Bench:
         a, b = t.get(case), t.get(ref) if ref else None
         summary = None
         if a is not None and b is not None and a.error is None and b.error is None and a.times and b.times:
-            summary = Timing(case, 0, 0, 0, 0, None, None, [x / y for x, y in zip(a.times, b.times)]).ratio_summary()
+            ref_median = statistics.median(b.times)
+            summary = Timing(case, 0, 0, 0, 0, None, None, [x / ref_median for x in a.times]).ratio_summary()
         met = None if summary is None else (summary["median"] <= limit if below else summary["median"] >= limit)
         self.targets.append(
             {

@@ -126,9 +126,10 @@ def render_summary(docs: Sequence[dict[str, Any]]) -> str:
     """The README's section: one row per benchmark, then the machines and commands."""
     out = [
         "Generated from `benchmarks/results/*.json` by `python -m kexue.report.perf_tables`; do not edit by hand. "
-        "Each figure is the median over interleaved rounds of a case's time divided by its baseline's time in the "
-        "same round (below 1: faster than the baseline), with the interquartile range in brackets; a range "
-        "`a–b×` spans the medians of several sizes. Full tables, peak memory and the targets are in each docs page.",
+        "Each figure is a case's median time over its baseline's median time, the cases timed in interleaved rounds "
+        "(below 1: faster than the baseline); in brackets the interquartile range of the case's per-round times over "
+        "that median. A range `a–b×` spans several sizes. Full tables, peak memory and the targets are in each docs "
+        "page.",
         "",
         "| technique | what is timed | measured | target | met |",
         "|---|---|---|---|---|",
@@ -180,8 +181,8 @@ def render_benchmark(doc: dict[str, Any]) -> str:
     if peers:
         out.append("Peers: " + ", ".join(f"{k} {v}" for k, v in peers.items()) + ".")
     out += [
-        "Ratio: the case's time over the baseline's in the same round, median over rounds, with the interquartile "
-        "range and min–max; below 1 is faster than the baseline.",
+        "Ratio: the case's median time over the baseline's median time (below 1: faster than the baseline); IQR and "
+        "min–max: the case's per-round times over the baseline's median.",
         "",
     ]
     for t in doc.get("tables", []):
