@@ -9,11 +9,15 @@ How a table is timed (:meth:`Bench.compare`):
 
 * every case runs in rounds, one block of calls per case per round, the order rotated from round to round, so a
   change of machine load hits every case alike;
+* while timing, glibc keeps freed memory in its heap (``_keep_heap``): otherwise a large buffer is mapped fresh
+  in some rounds and reused in others, and its page faults split a case's times into two modes;
 * one call per case per round by default: back-to-back repeats of one call (``block_s`` > 0) keep its code and
   data in cache and favour the smallest cases, which a training loop, where a loss runs between model passes,
   does not;
 * the clock is this process's CPU time (``time.process_time``) with one thread, which load from other processes
-  barely touches, and the wall clock with more threads (CPU time would then sum the threads' work);
+  moves less than the wall clock (memory-bound work still slows down when other jobs share the caches and memory
+  bus: make the runs to commit on a quiet machine), and the wall clock with more threads (CPU time would then sum
+  the threads' work);
 * a case's figure is its median time over the baseline's median time; its spread is that of the case's
   per-round times divided by the baseline's median (interquartile range and min-max). Medians, not ratios paired
   within a round: a call can pay for what the call before it left behind (pages given back to the system, caches
@@ -190,6 +194,35 @@ def peak_memory(fn: Callable[[], object]) -> int | None:
 # --------------------------------------------------------------------------------------------- timing
 
 
+def _libc() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: the allocator is left as it is
+        return None
+
+
+def _keep_heap(keep: bool) -> bool:
+    """glibc only: while ``keep``, freed memory stays in the heap instead of going back to the system.
+
+    By default glibc maps a large buffer fresh and unmaps it on free, and adapts that threshold as it goes, so a
+    case that allocates tens of MB pays its page faults in some rounds and not in others: its times split into
+    two modes and the median jumps between them. Kept in the heap, every round reuses resident memory; the timing
+    is the computation's. Restored (and the heap trimmed) before peak memory is measured. Returns whether it
+    applied.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameters from malloc.h
+    size = 1 << 30 if keep else 128 * 1024  # 128 KiB: glibc's default
+    ok = bool(libc.mallopt(m_mmap_threshold, size)) and bool(libc.mallopt(m_trim_threshold, size))
+    if not keep:
+        libc.malloc_trim(0)
+    return ok
+
+
 def _clock(kind: str) -> Callable[[], float]:
     return time.process_time if kind == "cpu" else time.perf_counter
 
@@ -227,6 +260,10 @@ def interleave(
             errors[c.name] = f"{type(e).__name__}: {e}"
     live = [c for c in cases if c.name not in errors]
     peaks = {c.name: peak_memory(c.fn) for c in live} if memory else {}
+    kept = _keep_heap(True)
+    if kept:  # one untimed call each, so that the rounds start from memory the heap already holds
+        for c in live:
+            c.fn()
     inner = {c.name: max(1, math.ceil(block_s / per_call[c.name])) for c in live}
     times: dict[str, list[float]] = {c.name: [] for c in live}
     gc.collect()
@@ -251,6 +288,8 @@ def interleave(
     finally:
         if was_enabled:
             gc.enable()
+        if kept:
+            _keep_heap(False)
     base = times.get(baseline) if baseline else None
     out: list[Timing] = []
     for c in cases:
@@ -380,6 +419,7 @@ class Bench:
             "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "clock": "process CPU time" if self.clock == "cpu" else "wall clock",
+            "allocator": "glibc, freed memory kept in the heap while timing" if _libc() else "default",
             "torch": torch.__version__,
             "python": platform.python_version(),
             "loadavg_start": _loadavg(),
