@@ -14,7 +14,7 @@ help:
 	@echo "                 (quick: into results/quick, then regenerate the README/docs claims tables)"
 	@echo "make tables      regenerate the README/docs claims tables from results/quick"
 	@echo "make test        set up .venv, fetch the data the tests use, install chromium (report test), run the tests"
-	@echo "make bench       install the peer libraries into .venv-bench and run benchmarks/*.py"
+	@echo "make bench       install the peer libraries into .venv-bench, run benchmarks/*.py, regenerate the perf tables"
 	@echo "make lint        ruff format --check + ruff check;  make typecheck: mypy on src/"
 	@echo "make docs        build the documentation site into site/ (mkdocs build --strict)"
 	@echo "make dist        build the sdist and wheel into dist/ and check them with twine"
@@ -119,8 +119,11 @@ torch-compat: dist
 	done
 	@touch $@
 
+# Each script writes benchmarks/results/<name>.json (committed); the README/docs performance tables are generated
+# from those files, and a test checks that they agree.
 bench: .venv-bench/.kexue-installed data
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; .venv-bench/bin/python $$f || exit 1; done
+	.venv-bench/bin/python -m kexue.report.perf_tables
 
 clean:
 	rm -rf $(VENV) .venv-bench .venv-torch runs site dist .pytest_cache .mypy_cache .ruff_cache

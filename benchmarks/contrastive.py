@@ -1,8 +1,8 @@
 """InfoNCE / FlatNCE forward + backward against a plain cross-entropy floor and the peers.
 
-Run: ``python benchmarks/contrastive.py [--sizes 32,256,1024,4096] [--dim 128]``.
+Run: ``python benchmarks/contrastive.py [--sizes 32,256,1024,4096] [--sym-sizes 32,256,1024] [--dim 128]``.
 
-Two tables per batch size B (embeddings (B, D), D = 128 by default, float32, forward + backward):
+Tables per batch size B (embeddings (B, D), D = 128, float32, forward + backward):
 
 * in-batch InfoNCE (B anchors, B - 1 negatives each): the floor is
   ``F.cross_entropy(normalize(q) @ normalize(k).T / tau, arange(B))``; peer ``info-nce-pytorch``.
@@ -12,25 +12,29 @@ Two tables per batch size B (embeddings (B, D), D = 128 by default, float32, for
 
 Each table also prints the largest absolute difference of every case's loss from the floor's (all compute the
 same quantity in float32, except FlatNCE whose value is log xi and is compared with its own float64 value).
+Target: stable InfoNCE and FlatNCE <= 1.2x the floor at every B.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once when torch loads: idle OpenMP threads sleep, not spin
+
 import argparse
-import statistics
-import sys
-import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from _timing import Case, Timing, header, markdown_table, measure
+from _timing import Bench, Case
 from kexue.losses import flat_nce, info_nce
 
 TAU = 0.1
+FLOOR, FLOOR_SYM = "floor: F.cross_entropy", "floor: masked F.cross_entropy"
 
 
-def _peers() -> tuple[object | None, object | None]:
+def _peers() -> tuple[Callable[..., torch.Tensor] | None, Callable[..., torch.Tensor] | None]:
     try:
         from info_nce import info_nce as peer_info_nce
     except ImportError:
@@ -57,43 +61,9 @@ def _floor_sym(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
-def compare_interleaved(title: str, cases: list[Case], *, baseline: str, rounds: int, max_seconds: float) -> None:
-    """Time ``cases`` round-robin (rotating the order each round) and print the ratio table.
-
-    On a loaded machine the speed can swing several-fold within seconds; timing each case in its own block
-    (``_timing.compare``) then compares different load levels. Interleaving exposes every case to the same
-    load. Peak memory comes from one separate ``_timing.measure`` call per case.
-    """
-    mem = {c.name: measure(c.name, c.fn, warmup=0, repeats=1, max_seconds=0.0) for c in cases}
-    live = [c for c in cases if mem[c.name].error is None]
-    times: dict[str, list[float]] = {c.name: [] for c in live}
-    budget = max_seconds / max(len(live), 1)
-    for r in range(rounds):
-        order = live[r % len(live) :] + live[: r % len(live)] if live else []
-        ran = False
-        for c in order:
-            if len(times[c.name]) >= 3 and sum(times[c.name]) > budget:
-                continue
-            t0 = time.perf_counter()
-            c.fn()
-            times[c.name].append(time.perf_counter() - t0)
-            ran = True
-        if not ran:
-            break
-    timings = []
-    for c in cases:
-        m = mem[c.name]
-        if m.error is not None:
-            timings.append(m)
-            continue
-        ts = times[c.name]
-        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
-        timings.append(Timing(c.name, statistics.median(ts), q[0], q[2], len(ts), m.peak_bytes))
-    print(markdown_table(title, timings, baseline))
-    print()
-
-
-def _fb(fn, q: torch.Tensor, k: torch.Tensor):  # type: ignore[no-untyped-def]
+def _fb(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], q: torch.Tensor, k: torch.Tensor
+) -> Callable[[], float]:
     def run() -> float:
         q.grad = k.grad = None
         loss = fn(q, k)
@@ -101,83 +71,6 @@ def _fb(fn, q: torch.Tensor, k: torch.Tensor):  # type: ignore[no-untyped-def]
         return float(loss.detach())
 
     return run
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="32,256,1024,4096")
-    ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--pml-max", type=int, default=256)
-    args = ap.parse_args()
-    peer_info_nce, pml = _peers()
-    print(header())
-    print(f"forward + backward, D={args.dim}, tau={TAU}, float32; ratio = time / floor (lower is faster)\n")
-    for b in [int(s) for s in args.sizes.split(",")]:
-        g = torch.Generator().manual_seed(0)
-        q = torch.randn(b, args.dim, generator=g).requires_grad_()
-        k = (q.detach() + 0.5 * torch.randn(b, args.dim, generator=g)).requires_grad_()
-        # rounds of interleaved calls; each case stops after 3 calls once it has used its share of max_seconds
-        rounds, max_s = (400, 15.0) if b <= 1024 else (5, 60.0)
-
-        cases = [
-            Case("floor: F.cross_entropy", _fb(_floor, q, k)),
-            Case("kexue info_nce", _fb(lambda a, c: info_nce(a, c, temperature=TAU), q, k)),
-            Case("kexue info_nce stable", _fb(lambda a, c: info_nce(a, c, temperature=TAU, stable=True), q, k)),
-            Case("kexue flat_nce", _fb(lambda a, c: flat_nce(a, c, temperature=TAU), q, k)),
-        ]
-        if peer_info_nce is not None:
-            cases.append(Case("info-nce-pytorch", _fb(lambda a, c: peer_info_nce(a, c, temperature=TAU), q, k)))
-        else:
-            print("info-nce-pytorch: not installed")
-        values = {c.name: c.fn() for c in cases}
-        compare_interleaved(
-            f"in-batch InfoNCE, B={b}",
-            cases,
-            baseline="floor: F.cross_entropy",
-            rounds=rounds,
-            max_seconds=max_s,
-        )
-        _print_diffs(
-            values,
-            "floor: F.cross_entropy",
-            flat_ref=float(flat_nce(q.detach().double(), k.detach().double())),
-        )
-
-        labels = torch.cat([torch.arange(b), torch.arange(b)])
-        sym = [
-            Case("floor: masked F.cross_entropy", _fb(_floor_sym, q, k)),
-            Case("kexue info_nce sym", _fb(lambda a, c: info_nce(a, c, temperature=TAU, symmetric=True), q, k)),
-            Case(
-                "kexue info_nce sym stable",
-                _fb(lambda a, c: info_nce(a, c, temperature=TAU, symmetric=True, stable=True), q, k),
-            ),
-            Case("kexue flat_nce sym", _fb(lambda a, c: flat_nce(a, c, temperature=TAU, symmetric=True), q, k)),
-        ]
-        if pml is None:
-            print("pytorch-metric-learning: not installed")
-        elif b <= args.pml_max:
-            sym.append(
-                Case(
-                    "pytorch-metric-learning NTXent",
-                    _fb(lambda a, c, lab=labels: pml(torch.cat([a, c]), lab), q, k),
-                )
-            )
-        else:
-            print(f"pytorch-metric-learning NTXent: skipped at B={b} (> {args.pml_max})")
-        values = {c.name: c.fn() for c in sym}
-        compare_interleaved(
-            f"SimCLR NT-Xent (2B views), B={b}",
-            sym,
-            baseline="floor: masked F.cross_entropy",
-            rounds=rounds,
-            max_seconds=max_s,
-        )
-        _print_diffs(
-            values,
-            "floor: masked F.cross_entropy",
-            flat_ref=float(flat_nce(q.detach().double(), k.detach().double(), symmetric=True)),
-        )
-        sys.stdout.flush()
 
 
 def _print_diffs(values: dict[str, float], floor: str, *, flat_ref: float) -> None:
@@ -188,6 +81,92 @@ def _print_diffs(values: dict[str, float], floor: str, *, flat_ref: float) -> No
         ref = flat_ref if "flat" in name else values[floor]
         parts.append(f"{name}: {abs(v - ref):.1e}")
     print("max |loss - reference|: " + "; ".join(parts) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="32,256,1024,4096", help="B of the in-batch tables")
+    ap.add_argument("--sym-sizes", default="32,256,1024", help="B of the SimCLR tables")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--pml-max", type=int, default=256)
+    bench = Bench("contrastive", "InfoNCE / FlatNCE forward + backward vs the cross-entropy floor", ap)
+    args = bench.args
+    bench.peer("info-nce-pytorch", "pytorch-metric-learning")
+    peer_info_nce, pml = _peers()
+    print(f"forward + backward, D={args.dim}, tau={TAU}, float32; ratio = time / floor (lower is faster)\n")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    sym_sizes = [int(s) for s in args.sym_sizes.split(",") if s]
+    for b in sorted(set(sizes) | set(sym_sizes)):
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(b, args.dim, generator=g).requires_grad_()
+        k = (q.detach() + 0.5 * torch.randn(b, args.dim, generator=g)).requires_grad_()
+        budget = 20.0 if b <= 1024 else 60.0
+        if b in sizes:
+            cases = [
+                Case(FLOOR, _fb(_floor, q, k)),
+                Case("kexue info_nce", _fb(lambda a, c: info_nce(a, c, temperature=TAU), q, k)),
+                Case("kexue info_nce stable", _fb(lambda a, c: info_nce(a, c, temperature=TAU, stable=True), q, k)),
+                Case("kexue flat_nce", _fb(lambda a, c: flat_nce(a, c, temperature=TAU), q, k)),
+            ]
+            values = {c.name: float(c.fn()) for c in cases}  # type: ignore[arg-type]
+            bench.compare(f"b{b}", f"in-batch InfoNCE, B={b}", cases, baseline=FLOOR, budget_s=budget, memory=b >= 1024)
+            ref = float(flat_nce(q.detach().double(), k.detach().double(), temperature=TAU))
+            _print_diffs(values, FLOOR, flat_ref=ref)
+            if peer_info_nce is not None:
+                # in a table of its own: a peer that runs the floor's own kernels, interleaved with it, warms them
+                # for the floor's next call and so makes the floor read faster next to every other case
+                peer = Case("info-nce-pytorch", _fb(lambda a, c: peer_info_nce(a, c, temperature=TAU), q, k))
+                title = f"info-nce-pytorch, B={b}"
+                bench.compare(f"peer_b{b}", title, [cases[0], peer], baseline=FLOOR, budget_s=budget / 2)
+        if b in sym_sizes:
+            labels = torch.cat([torch.arange(b), torch.arange(b)])
+            sym = [
+                Case(FLOOR_SYM, _fb(_floor_sym, q, k)),
+                Case("kexue info_nce sym", _fb(lambda a, c: info_nce(a, c, temperature=TAU, symmetric=True), q, k)),
+                Case(
+                    "kexue info_nce sym stable",
+                    _fb(lambda a, c: info_nce(a, c, temperature=TAU, symmetric=True, stable=True), q, k),
+                ),
+                Case("kexue flat_nce sym", _fb(lambda a, c: flat_nce(a, c, temperature=TAU, symmetric=True), q, k)),
+            ]
+            if pml is not None and b <= args.pml_max:
+                sym.append(
+                    Case(
+                        "pytorch-metric-learning NTXent",
+                        _fb(lambda a, c, lab=labels: pml(torch.cat([a, c]), lab), q, k),
+                    )
+                )
+            values = {c.name: float(c.fn()) for c in sym}  # type: ignore[arg-type]
+            bench.compare(f"sym_b{b}", f"SimCLR NT-Xent (2B views), B={b}", sym, baseline=FLOOR_SYM, budget_s=budget)
+            ref = float(flat_nce(q.detach().double(), k.detach().double(), temperature=TAU, symmetric=True))
+            _print_diffs(values, FLOOR_SYM, flat_ref=ref)
+
+    for b in sizes:
+        for case, label in (("kexue info_nce stable", "stable InfoNCE"), ("kexue flat_nce", "FlatNCE")):
+            bench.target(f"{label}_b{b}", f"{label} ≤ 1.2× floor at B = {b}", table=f"b{b}", case=case, limit=1.2)
+    pml_tables = [f"sym_b{b}" for b in sym_sizes if b <= args.pml_max]
+    bench.summary = {
+        "technique": "InfoNCE / FlatNCE",
+        "doc": "docs/flatnce.md",
+        "what": f"fwd+bwd, D = {args.dim}, B ∈ {{{', '.join(map(str, sizes))}}}, × `F.cross_entropy` on the "
+        "normalised similarity logits",
+        "headlines": [
+            {"label": "stable `info_nce`", "case": "kexue info_nce stable", "tables": [f"b{b}" for b in sizes]},
+            {"label": "`flat_nce`", "case": "kexue flat_nce", "tables": [f"b{b}" for b in sizes]},
+            {"label": "`info_nce`", "case": "kexue info_nce", "tables": [f"b{b}" for b in sizes]},
+            {"label": "info-nce-pytorch", "case": "info-nce-pytorch", "tables": [f"peer_b{b}" for b in sizes]},
+            *(
+                {
+                    "label": f"pytorch-metric-learning NT-Xent (B = {t[5:]})",
+                    "case": "pytorch-metric-learning NTXent",
+                    "tables": [t],
+                }
+                for t in pml_tables
+            ),
+        ],
+        "target": "stable InfoNCE and FlatNCE ≤ 1.2× at every B",
+    }
+    bench.save()
 
 
 if __name__ == "__main__":

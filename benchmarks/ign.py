@@ -7,25 +7,23 @@ article's single loss with stop-gradients. One timed call = loss + backward + Ad
 paper's configuration (L1, 20/20/2.5, clamp a=1.5) on the DCGAN autoencoder. Before timing, the gradients of
 every case are checked against the deepcopy baseline on the same batch.
 
-Timing is interleaved: each repeat runs every case once, in turn, so that load from other processes on a
-shared machine hits all cases alike; the table shows the median wall time and, separately, the median CPU time
-of this process (``time.process_time``), which other processes' load affects much less. Both as ratios to the
-deepcopy baseline.
+Timing is interleaved (see ``_timing``): ratios to the deepcopy baseline, per round.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/ign.py``.
+Run: ``python benchmarks/ign.py``.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once when torch loads: idle OpenMP threads sleep, not spin
+
 import copy
-import statistics
-import time
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from _timing import Case, Timing, header, markdown_table
+from _timing import Bench, Case
 from kexue.methods import IGN
 from kexue.modules import DCGANAutoencoder
 
@@ -106,47 +104,43 @@ def _cases(width: int, latent: int, batch: int) -> tuple[list[Case], dict[str, f
     return cases, max_rel
 
 
-def _interleaved(cases: Sequence[Case], *, warmup: int = 2, repeats: int = 12) -> tuple[list[Timing], list[Timing]]:
-    """Median wall and CPU time per case, the cases run in turn within every repeat."""
-    for _ in range(warmup):
-        for c in cases:
-            c.fn()
-    wall: dict[str, list[float]] = {c.name: [] for c in cases}
-    cpu: dict[str, list[float]] = {c.name: [] for c in cases}
-    for _ in range(repeats):
-        for c in cases:
-            t0, c0 = time.perf_counter(), time.process_time()
-            c.fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            wall[c.name].append(time.perf_counter() - t0)
-            cpu[c.name].append(time.process_time() - c0)
-
-    def timings(d: dict[str, list[float]]) -> list[Timing]:
-        out = []
-        for name, ts in d.items():
-            q = statistics.quantiles(ts, n=4)
-            out.append(Timing(name, statistics.median(ts), q[0], q[2], len(ts), None))
-        return out
-
-    return timings(wall), timings(cpu)
-
-
 def main() -> None:
-    print(header())
-    print()
-    for width, latent, batch in ((16, 32, 8), (16, 32, 64), (64, 128, 8), (64, 128, 32)):
+    bench = Bench("ign", "IGN training step: frozen copy as detached parameters vs a per-step copy")
+    configs = ((16, 32, 8), (16, 32, 64), (64, 128, 8), (64, 128, 32))
+    for width, latent, batch in configs:
         params = sum(p.numel() for p in DCGANAutoencoder(width=width, latent_dim=latent).parameters())
         cases, max_rel = _cases(width, latent, batch)
         title = f"IGN step, width {width}, latent {latent} ({params / 1e6:.2f}M params), batch {batch}"
-        wall, cpu = _interleaved(cases)
-        print(markdown_table(title + ", wall time", wall, "deepcopy per step"))
-        print()
-        print(markdown_table(title + ", CPU time of this process", cpu, "deepcopy per step"))
-        print()
         shown = ", ".join(f"{k} {v:.1e}" for k, v in max_rel.items() if k != "deepcopy")
-        print(f"max relative gradient difference to deepcopy: {shown}")
-        print()
+        bench.compare(
+            f"w{width}_b{batch}",
+            title,
+            cases,
+            baseline="deepcopy per step",
+            budget_s=30,
+            note=f"max relative gradient difference to deepcopy: {shown}",
+        )
+    ids = [f"w{w}_b{b}" for w, _, b in configs]
+    for t in ids:
+        bench.target(
+            f"{t}_speedup",
+            f"frozen copy ≥ 1.3× faster than deepcopy ({t})",
+            table=t,
+            case="kexue frozen copy (functional_call)",
+            limit=1 / 1.3,
+        )
+    bench.summary = {
+        "technique": "IGN",
+        "doc": "docs/ign.md",
+        "what": "one training step × a per-step `deepcopy` frozen copy, DCGAN autoencoder, batch 8–64",
+        "headlines": [
+            {"label": "frozen copy (`functional_call`)", "case": "kexue frozen copy (functional_call)", "tables": ids},
+            {"label": "copy-free single loss", "case": "kexue copy-free single loss", "tables": ids},
+            {"label": "`load_state_dict` per step", "case": "load_state_dict per step", "tables": ids},
+        ],
+        "target": "≥ 1.3× faster than deepcopy (ratio ≤ 0.77)",
+    }
+    bench.save()
 
 
 if __name__ == "__main__":

@@ -3,26 +3,23 @@
 A shared MLP trunk with 4 regression heads; each case runs one forward, the strategy's backward (filling
 ``.grad``) and ``zero_grad``: the part a strategy changes. Loss-level schemes are compared with the plain sum
 (the floor) and torchjd's scalarizers; gradient-level methods with torchjd's ``mtl_backward`` + aggregator and
-with gradnorm-pytorch. Cases are timed round-robin (see :func:`interleaved`); the peak-memory column is not
-measured here. Run: ``python benchmarks/multitask.py``.
+with gradnorm-pytorch. Cases are interleaved (see ``_timing``); peak memory is not measured here.
+Run: ``python benchmarks/multitask.py``.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once when torch loads: idle OpenMP threads sleep, not spin
+
 import argparse
-import random
-import statistics
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from _timing import Case, Timing, header, markdown_table
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from _timing import Bench, Case
 from kexue.losses import multitask as mt
 
 try:
@@ -59,46 +56,6 @@ def _case(name: str, net: Net, x: Tensor, y: Tensor, backward: Callable[[Tensor,
     return Case(name, fn)
 
 
-def interleaved(title: str, cases: list[Case], *, baseline: str, rounds: int, warmup: int = 3) -> None:
-    """Time ``cases`` round-robin (one call of each per round) and print the ratio table.
-
-    On a shared, contended machine the speed drifts over seconds; interleaving (in a shuffled order each
-    round) makes every case see the same drift, so the ratios (medians over rounds) stay meaningful where
-    back-to-back blocks would not.
-    """
-    ok: list[Case] = []
-    errors: dict[str, str] = {}
-    for c in cases:
-        try:
-            for _ in range(warmup):
-                c.fn()
-            ok.append(c)
-        except Exception as e:  # a failing or missing peer is reported, not fatal
-            errors[c.name] = f"{type(e).__name__}: {e}"
-    times: dict[str, list[float]] = {c.name: [] for c in ok}
-    order = random.Random(0)
-    for _ in range(rounds):
-        # a fresh order every round: no case always runs first (the first slot measured ~5% slower)
-        for c in order.sample(ok, len(ok)):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            c.fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[c.name].append(time.perf_counter() - t0)
-    out = []
-    for c in cases:
-        if c.name in errors:
-            out.append(Timing(c.name, float("nan"), float("nan"), float("nan"), 0, None, errors[c.name]))
-            continue
-        ts = times[c.name]
-        q = statistics.quantiles(ts, n=4)
-        out.append(Timing(c.name, statistics.median(ts), q[0], q[2], len(ts), None))
-    print(markdown_table(title, out, baseline))
-    print()
-
-
 def _not_installed(name: str) -> Case:
     def fn() -> None:
         raise ImportError("not installed")
@@ -111,15 +68,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--d-in", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=25)
-    args = p.parse_args()
+    bench = Bench("multitask", "step time of the multi-task strategies vs the plain sum and the peers", p)
+    bench.peer("torchjd", "gradnorm-pytorch")
+    args = bench.args
     torch.manual_seed(0)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = Net(args.d_in, args.width).to(dev)
     x = torch.randn(args.batch, args.d_in, device=dev)
     y = torch.randn(args.batch, N_TASKS, device=dev)
     shared = list(net.trunk.parameters())
-    print(header())
     print(f"shared MLP {args.d_in}-{args.width}-{args.width}, {N_TASKS} heads, batch {args.batch}\n")
 
     def ours(name: str, **k: object) -> Callable[[Tensor, list[Tensor]], object]:
@@ -151,7 +108,7 @@ def main() -> None:
         ]
     else:
         loss_cases += [_not_installed("torchjd UW"), _not_installed("torchjd DWA")]
-    interleaved("loss-level strategies (forward + backward)", loss_cases, baseline="plain sum", rounds=args.rounds)
+    bench.compare("loss", "loss-level strategies (forward + backward)", loss_cases, baseline="plain sum", budget_s=40)
 
     grad_cases = [plain]
     for name in ("gradient_normalization", "mgda", "projection", "gradnorm", "l2_auxiliary"):
@@ -177,12 +134,45 @@ def main() -> None:
         grad_cases.append(_case("gradnorm-pytorch", net, x, y, lambda h, losses: gn.backward(losses)))
     else:
         grad_cases.append(_not_installed("gradnorm-pytorch"))
-    interleaved(
+    bench.compare(
+        "grad",
         "gradient-level strategies (forward + per-task backward + combination)",
         grad_cases,
         baseline="plain sum",
-        rounds=args.rounds,
+        budget_s=60,
     )
+    for name in ("equal", "uncertainty", "dwa"):
+        bench.target(
+            f"loss_{name}", f"loss-level `{name}` ≤ 1.05× plain sum", table="loss", case=f"ours {name}", limit=1.05
+        )
+    bench.summary = {
+        "technique": "multi-task weighting",
+        "doc": "docs/multitask.md",
+        "what": f"one step (forward + backward) × the plain sum, shared MLP with {N_TASKS} heads, batch {args.batch}",
+        "headlines": [
+            {"label": "loss-level: uncertainty", "case": "ours uncertainty", "tables": ["loss"]},
+            {"label": "DWA", "case": "ours dwa", "tables": ["loss"]},
+            {"label": "torchjd UW", "case": "torchjd UW", "tables": ["loss"]},
+            {"label": "MGDA", "case": "ours mgda", "tables": ["grad"]},
+            {"label": "MGDA batched", "case": "ours mgda (batched)", "tables": ["grad"]},
+            {"label": "torchjd MGDA", "case": "torchjd MGDA", "tables": ["grad"]},
+            {"label": "GradNorm", "case": "ours gradnorm", "tables": ["grad"]},
+            {"label": "gradnorm-pytorch", "case": "gradnorm-pytorch", "tables": ["grad"]},
+        ],
+        "target": "loss-level ≤ 1.05× the plain sum; gradient-level ≤ the peer",
+    }
+    bench.target(
+        "mgda_vs_torchjd", "MGDA ≤ 1.0× torchjd MGDA", table="grad", case="ours mgda", other="torchjd MGDA", limit=1.0
+    )
+    bench.target(
+        "gradnorm_vs_peer",
+        "GradNorm ≤ 1.0× gradnorm-pytorch",
+        table="grad",
+        case="ours gradnorm",
+        other="gradnorm-pytorch",
+        limit=1.0,
+    )
+    bench.save()
 
 
 if __name__ == "__main__":

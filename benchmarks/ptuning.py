@@ -14,16 +14,16 @@ Run: ``python benchmarks/ptuning.py`` (PEFT from ``.venv-bench``; a missing peer
 
 from __future__ import annotations
 
+import os
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once when torch loads: idle OpenMP threads sleep, not spin
+
 import copy
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from _timing import Case, compare, header
+from _timing import Bench, Case
 from kexue.methods import PTuning
 
 B, L, M, H, LAYERS, VOCAB = 8, 64, 8, 256, 4, 49152
@@ -42,6 +42,8 @@ class _Tok:
 
 
 def main() -> None:
+    bench = Bench("ptuning", "P-tuning training step vs PEFT's PromptEncoder")
+    bench.peer("peft", "transformers")
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -59,8 +61,7 @@ def main() -> None:
     ids = torch.randint(10, VOCAB, (B, L))
     y = torch.randint(0, 2, (B,))
     texts = [" ".join(map(str, row.tolist())) for row in ids]
-    print(header())
-    print(f"\nLlama {LAYERS}x{H}, vocab {VOCAB}, batch {B}, {L} tokens + {M} prompt vectors, LM frozen, Adam.\n")
+    print(f"Llama {LAYERS}x{H}, vocab {VOCAB}, batch {B}, {L} tokens + {M} prompt vectors, LM frozen, Adam.\n")
     try:
         import peft
     except ImportError:
@@ -95,7 +96,7 @@ def main() -> None:
             params[name] = pt.num_trainable()
         if peft is None:
             print(f"PEFT PromptEncoder ({peft_kind}): not installed\n")
-            compare(f"P-tuning step, {kind} encoder", cases, baseline=cases[0].name, warmup=1, repeats=5)
+            bench.compare(kind, f"P-tuning step, {kind} encoder", cases, baseline=cases[0].name, warmup=1, budget_s=60)
         else:
             pcfg = peft.PromptEncoderConfig(
                 task_type="CAUSAL_LM",
@@ -115,14 +116,29 @@ def main() -> None:
                 popt.step()
 
             params["PEFT PromptEncoder"] = sum(p.numel() for p in pm.parameters() if p.requires_grad)
-            compare(
+            bench.compare(
+                kind,
                 f"P-tuning step, {kind} encoder",
                 [Case("PEFT PromptEncoder", pstep), *cases],
                 baseline="PEFT PromptEncoder",
                 warmup=1,
-                repeats=5,
+                budget_s=60,
+                note="trainable parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()),
             )
-        print("trainable parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()) + "\n")
+            bench.target(f"{kind}_vs_peft", f"{kind} P-tuning ≤ 1.0× PEFT", table=kind, case="kexue PTuning", limit=1.0)
+    bench.summary = {
+        "technique": "P-tuning",
+        "doc": "docs/ptuning.md",
+        "what": f"one training step × PEFT `PromptEncoder`, Llama {LAYERS}×{H}, vocab {VOCAB}, batch {B}",
+        "headlines": [
+            {"label": "MLP encoder", "case": "kexue PTuning", "tables": ["mlp"]},
+            {"label": "LSTM encoder", "case": "kexue PTuning", "tables": ["lstm"]},
+            {"label": "MLP + auxiliary LM loss", "case": "kexue PTuning + aux LM", "tables": ["mlp"]},
+            {"label": "LSTM + auxiliary LM loss", "case": "kexue PTuning + aux LM", "tables": ["lstm"]},
+        ],
+        "target": "no slower than PEFT (without the auxiliary loss)",
+    }
+    bench.save()
 
 
 if __name__ == "__main__":

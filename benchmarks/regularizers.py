@@ -7,19 +7,20 @@ copy (backward, perturb, second forward/backward; on text, the embedding weight 
 
 Targets: VAT (r=1) <= 3.2x, FGM <= 2.2x, finite-difference gradient penalty <= 2.2x a plain step.
 
-Run: ``PYTHONPATH=src python benchmarks/regularizers.py``
+Run: ``python benchmarks/regularizers.py``
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import os
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once when torch loads: idle OpenMP threads sleep, not spin
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from _timing import Case, compare, header
+from _timing import Bench, Case
 from kexue.modules import EmbeddingBagClassifier, SmallCNN
 from kexue.regularizers import fgm_loss, gradient_penalty_loss, noisy_loss, pgd_loss, vat_loss
 
@@ -69,42 +70,17 @@ def _fgm_snippet_embedding(model: EmbeddingBagClassifier, opt: torch.optim.Optim
     opt.step()
 
 
-def interleaved(cases: list[Case], *, rounds: int = 15) -> dict[str, float]:
-    """Median time ratio to the first case, timing the cases round-robin (one call each per round).
-
-    On a shared machine a load spike during one case of a sequential table skews that case's ratio.
-    Round-robin timing spreads any spike over all cases, so these ratios are the ones checked against the
-    targets; the sequential tables above are printed for their absolute times and memory.
-    """
-    for c in cases:
-        c.fn()
-    times: dict[str, list[float]] = {c.name: [] for c in cases}
-    for _ in range(rounds):
-        for c in cases:
-            t0 = time.perf_counter()
-            c.fn()
-            times[c.name].append(time.perf_counter() - t0)
-    base = statistics.median(times[cases[0].name])
-    ratios = {k: statistics.median(v) / base for k, v in times.items()}
-    print("| case | x plain (interleaved median) |\n|---|---:|")
-    for k, r in ratios.items():
-        print(f"| {k} | {r:.2f} |")
-    print()
-    return ratios
-
-
-def _status(name: str, ratio: float, target: float) -> str:
-    return f"- {name}: {ratio:.2f}x plain (target <= {target}x): {'met' if ratio <= target else 'NOT met'}"
-
-
-def cnn_table() -> dict[str, float]:
+def cnn_table(bench: Bench) -> None:
     torch.manual_seed(0)
     model = SmallCNN(width=16)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    x_leaf = x.clone().requires_grad_(True)  # its .grad (accumulated, never read) is the input gradient
     ce = F.cross_entropy
     cases = [
         Case("plain", lambda: _step(model, opt, lambda: ce(model(x), y))),
+        # what FGM, VAT and the gradient penalties add to a plain step before any second pass: grad_x L
+        Case("plain + input gradient", lambda: _step(model, opt, lambda: ce(model(x_leaf), y))),
         Case("noise (input, k=1)", lambda: _step(model, opt, lambda: noisy_loss(model, x, y, sigma=0.1))),
         Case("FGM (kexue, l2)", lambda: _step(model, opt, lambda: fgm_loss(model, x, y, eps=1.0))),
         Case("FGM (hand-written snippet)", lambda: _fgm_snippet_input(model, opt, x, y, 1.0)),
@@ -132,13 +108,12 @@ def cnn_table() -> dict[str, float]:
             _step(model, opt, lambda: ce(model(x), y) + ce(model(x_adv), y))
 
         cases.insert(7, Case("PGD linf 3 steps (torchattacks)", ta_pgd))
-    compare("SmallCNN(width=16), batch 64x1x28x28, one SGD step", cases, baseline="plain")
+    bench.compare("cnn", "SmallCNN(width=16), batch 64x1x28x28, one SGD step", cases, baseline="plain", budget_s=60)
     if torchattacks is None:
-        print("| PGD linf 3 steps (torchattacks) | not installed | - | - |\n")
-    return interleaved(cases)
+        print("PGD linf 3 steps (torchattacks): not installed\n")
 
 
-def text_table() -> dict[str, float]:
+def text_table(bench: Bench) -> None:
     torch.manual_seed(0)
     model = EmbeddingBagClassifier(20000, 2, dim=64, hidden=64)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -174,24 +149,63 @@ def text_table() -> dict[str, float]:
             lambda: _vat_step(model, opt, ids, y, eps=1.0, xi=10.0, scope="global", site="embedding"),
         ),
     ]
-    print("| PGD (torchattacks) | not applicable: image attacks only, no embedding input | - | - |\n")
-    compare("EmbeddingBagClassifier(20000, dim 64), batch 32x128 tokens, one SGD step", cases, baseline="plain")
-    return interleaved(cases)
+    bench.compare(
+        "text",
+        "EmbeddingBagClassifier(20000, dim 64), batch 32x128 tokens, one SGD step",
+        cases,
+        baseline="plain",
+        budget_s=60,
+        note="PGD (torchattacks): not applicable (image attacks only, no embedding input).",
+    )
 
 
 def main() -> None:
-    print(header())
-    print()
-    cnn = cnn_table()
-    text = text_table()
-    print("Targets:")
-    print(_status("CNN VAT r=1", cnn.get("VAT r=1", float("nan")), 3.2))
-    print(_status("CNN FGM", cnn.get("FGM (kexue, l2)", float("nan")), 2.2))
-    print(_status("CNN GP finite difference", cnn.get("GP finite difference", float("nan")), 2.2))
-    print(_status("text VAT r=1 per sample", text.get("VAT r=1 per sample", float("nan")), 3.2))
-    print(_status("text VAT r=1 global", text.get("VAT r=1 global (author)", float("nan")), 3.2))
-    print(_status("text FGM global", text.get("FGM (kexue, embedding, global)", float("nan")), 2.2))
-    print(_status("text GP finite difference", text.get("GP finite difference", float("nan")), 2.2))
+    bench = Bench("regularizers", "step time of kexue.regularizers over a plain training step")
+    bench.peer("torchattacks")
+    cnn_table(bench)
+    text_table(bench)
+    for table, model in (("cnn", "CNN"), ("text", "text")):
+        fgm = "FGM (kexue, l2)" if table == "cnn" else "FGM (kexue, embedding, global)"
+        bench.target(
+            f"{table}_vat",
+            f"{model} VAT r=1 ≤ 3.2×",
+            table=table,
+            case="VAT r=1" if table == "cnn" else "VAT r=1 per sample",
+            limit=3.2,
+        )
+        if table == "text":
+            bench.target(
+                "text_vat_global", "text VAT r=1 global ≤ 3.2×", table=table, case="VAT r=1 global (author)", limit=3.2
+            )
+        bench.target(f"{table}_fgm", f"{model} FGM ≤ 2.2×", table=table, case=fgm, limit=2.2)
+        bench.target(
+            f"{table}_fd",
+            f"{model} finite-difference penalty ≤ 2.2×",
+            table=table,
+            case="GP finite difference",
+            limit=2.2,
+        )
+    bench.summary = {
+        "technique": "noise / GP / FGM / VAT",
+        "doc": "docs/regularizers.md",
+        "what": "one SGD step × a plain step; SmallCNN, 64 MNIST-size images; EmbeddingBag text model, 32×128 tokens",
+        "headlines": [
+            {"label": "CNN plain step + input gradient", "case": "plain + input gradient", "tables": ["cnn"]},
+            {"label": "CNN VAT r=1", "case": "VAT r=1", "tables": ["cnn"]},
+            {"label": "CNN FGM", "case": "FGM (kexue, l2)", "tables": ["cnn"]},
+            {"label": "CNN hand-written FGM", "case": "FGM (hand-written snippet)", "tables": ["cnn"]},
+            {"label": "CNN FD penalty", "case": "GP finite difference", "tables": ["cnn"]},
+            {"label": "CNN PGD-3", "case": "PGD linf 3 steps (kexue)", "tables": ["cnn"]},
+            {"label": "torchattacks PGD-3", "case": "PGD linf 3 steps (torchattacks)", "tables": ["cnn"]},
+            {"label": "text FGM", "case": "FGM (kexue, embedding, global)", "tables": ["text"]},
+            {"label": "text hand-written FGM", "case": "FGM (hand-written weight snippet)", "tables": ["text"]},
+            {"label": "text FD penalty", "case": "GP finite difference", "tables": ["text"]},
+            {"label": "text VAT r=1", "case": "VAT r=1 per sample", "tables": ["text"]},
+            {"label": "text VAT global", "case": "VAT r=1 global (author)", "tables": ["text"]},
+        ],
+        "target": "VAT ≤ 3.2×, FGM ≤ 2.2×, FD ≤ 2.2×",
+    }
+    bench.save()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ peers print as "not installed").
 
 from __future__ import annotations
 
+import os
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once when torch loads: idle OpenMP threads sleep, not spin
+
 import copy
 import sys
 import types
@@ -31,7 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from _timing import Case, compare, header
+from _timing import Bench, Case
 from kexue.methods import BYOL, SimSiam, cosine_tau
 from kexue.modules import SmallCNN
 
@@ -208,23 +212,50 @@ def byol_cases(x1: torch.Tensor, x2: torch.Tensor) -> list[Case]:
 
 
 def main() -> None:
-    print(header())
-    print(f"batch {B} x 2 views of 3x{SIDE}x{SIDE}, SmallCNN(width=16, feature_dim={FEAT}); one training step")
-    print()
+    bench = Bench("selfsupervised", "SimSiam / BYOL training step vs lightly and byol-pytorch")
+    bench.peer("lightly", "byol-pytorch")
+    print(f"batch {B} x 2 views of 3x{SIDE}x{SIDE}, SmallCNN(width=16, feature_dim={FEAT}); one training step\n")
     g = torch.Generator().manual_seed(0)
     x1, x2 = torch.rand(B, 3, SIDE, SIDE, generator=g), torch.rand(B, 3, SIDE, SIDE, generator=g)
-    compare(
+    bench.compare(
+        "simsiam",
         f"SimSiam step (d={SS_DIM}, predictor bottleneck {SS_PRED})",
         simsiam_cases(x1, x2),
         baseline="kexue SimSiam",
-        repeats=30,
+        budget_s=60,
     )
-    compare(
+    bench.compare(
+        "byol",
         f"BYOL step + EMA (hidden {BY_HID}, dim {BY_DIM})",
         byol_cases(x1, x2),
         baseline="kexue BYOL",
-        repeats=30,
+        budget_s=60,
     )
+    # "no slower than the fastest peer": the peer's time over ours >= 1 (within the ratio's spread)
+    bench.target(
+        "simsiam_lightly",
+        "SimSiam no slower than lightly",
+        table="simsiam",
+        case="lightly heads+loss",
+        limit=1.0,
+        below=False,
+    )
+    bench.target(
+        "byol_lightly", "BYOL no slower than lightly", table="byol", case="lightly heads+loss", limit=1.0, below=False
+    )
+    bench.summary = {
+        "technique": "SimSiam / BYOL",
+        "doc": "docs/simsiam.md",
+        "what": "a peer's training step × ours, same backbone and batch (> 1: the peer is slower)",
+        "headlines": [
+            {"label": "lightly SimSiam", "case": "lightly heads+loss", "tables": ["simsiam"]},
+            {"label": "byol-pytorch SimSiam mode", "case": "byol-pytorch (SimSiam mode)", "tables": ["simsiam"]},
+            {"label": "lightly BYOL", "case": "lightly heads+loss", "tables": ["byol"]},
+            {"label": "byol-pytorch BYOL", "case": "byol-pytorch", "tables": ["byol"]},
+        ],
+        "target": "no slower than the fastest peer",
+    }
+    bench.save()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """TaiLr loss vs F.cross_entropy: forward + backward time and peak memory, side by side in one process.
 
 Cases: a classification batch (N, C) = (4096, 1000) and a token-level language-model batch (B, L, V) =
-(8, 512, 32000) flattened to (B*L, V), each with and without label smoothing. ``--small`` shrinks the token case
-to (2, 512, 32000) for machines where the 0.5 GB-per-buffer full case is too slow.
+(2, 512, 32000) flattened to (B*L, V), each with and without label smoothing. ``--full`` grows the token case
+to (8, 512, 32000) (0.5 GB per buffer).
 
-    python benchmarks/tailr.py [--small]
+    python benchmarks/tailr.py [--full]
 
 The peer is PyTorch's own fused ``F.cross_entropy`` (what a user would otherwise call). No other maintained
 TaiLr implementation exists as a package (the reference is a fairseq criterion inside the paper's repository).
@@ -12,15 +12,17 @@ TaiLr implementation exists as a package (the reference is a fairseq criterion i
 
 from __future__ import annotations
 
+import os
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once when torch loads: idle OpenMP threads sleep, not spin
+
 import argparse
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from _timing import Case, Timing, header, markdown_table, measure
+from _timing import Bench, Case
 from kexue.losses import tailr_loss
 
 
@@ -64,73 +66,56 @@ def _saved_buffers(fn: Callable[[], None], numel: int) -> int:
     return len(seen)
 
 
-def compare_interleaved(
-    title: str, cases: Sequence[Case], *, baseline: str, numel: int, warmup: int = 2, repeats: int = 10
-) -> None:
-    """Time the cases round-robin (A B C A B C ...) so load changes on a shared machine hit all of them alike.
-
-    Peak memory comes from :func:`_timing.measure` (one extra pass per case); the last column counts the
-    (N, C)-sized tensors autograd keeps for backward (the logits themselves are not counted: they are saved by
-    nobody here).
-    """
-    for c in cases:
-        for _ in range(warmup):
-            c.fn()
-    times: dict[str, list[float]] = {c.name: [] for c in cases}
-    for _ in range(repeats):
-        for c in cases:
-            t0 = time.perf_counter()
-            c.fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[c.name].append(time.perf_counter() - t0)
-    timings = []
-    for c in cases:
-        ts = times[c.name]
-        q = statistics.quantiles(ts, n=4)
-        peak = measure(c.name, c.fn, warmup=0, repeats=1).peak_bytes
-        timings.append(Timing(c.name, statistics.median(ts), q[0], q[2], len(ts), peak))
-    table = markdown_table(title, timings, baseline).splitlines()
-    table[2] += " saved (N, C) buffers |"
-    table[3] += "---:|"
-    for i, c in enumerate(cases):
-        table[4 + i] += f" {_saved_buffers(c.fn, numel)} |"
-    print("\n".join(table))
-    print()
+def _table(bench: Bench, table_id: str, title: str, cases: list[Case], numel: int, budget: float) -> None:
+    saved = ", ".join(f"{c.name} {_saved_buffers(c.fn, numel)}" for c in cases)
+    note = f"(N, C)-sized tensors autograd saves for backward (the logits not counted): {saved}"
+    bench.compare(table_id, title, cases, baseline="F.cross_entropy", memory=True, budget_s=budget, note=note)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="token case (2, 512, 32000) instead of (8, ...)")
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args()
+    parser.add_argument("--full", action="store_true", help="token case (8, 512, 32000) instead of (2, ...)")
+    bench = Bench("tailr", "TaiLr loss vs F.cross_entropy, forward + backward", parser)
+    args = bench.args
     torch.manual_seed(0)
-    print(header())
-    print()
     n, c = 4096, 1000
     logits = torch.randn(n, c, requires_grad=True)
     target = torch.randint(0, c, (n,))
     for eps in (0.0, 0.1):
-        compare_interleaved(
-            f"(N, C) = ({n}, {c}), label_smoothing={eps}, fwd+bwd",
-            _cases(logits, target, eps),
-            baseline="F.cross_entropy",
-            numel=n * c,
-            repeats=args.repeats,
-        )
-    b, length, v = (2 if args.small else 8), 512, 32000
+        title = f"(N, C) = ({n}, {c}), label_smoothing={eps}, fwd+bwd"
+        _table(bench, f"cls_ls{eps}", title, _cases(logits, target, eps), n * c, 30.0)
+    b, length, v = (8 if args.full else 2), 512, 32000
     tok_logits = torch.randn(b * length, v, requires_grad=True)  # (B*L, V): a flattened (B, L, V) LM output
     tok_target = torch.randint(0, v, (b * length,))
     tok_target[::7] = -100  # some padding
     for eps in (0.0, 0.1):
-        compare_interleaved(
-            f"tokens (B, L, V) = ({b}, {length}, {v}) flattened, label_smoothing={eps}, fwd+bwd",
-            _cases(tok_logits, tok_target, eps),
-            baseline="F.cross_entropy",
-            numel=b * length * v,
-            warmup=1,
-            repeats=max(3, args.repeats // 2),
+        title = f"tokens (B, L, V) = ({b}, {length}, {v}) flattened, label_smoothing={eps}, fwd+bwd"
+        _table(bench, f"tok_ls{eps}", title, _cases(tok_logits, tok_target, eps), b * length * v, 60.0)
+    for t in ("cls_ls0.0", "tok_ls0.0"):
+        bench.target(
+            f"{t}_weighted",
+            f"weighted TaiLr ≤ 1.5× cross entropy ({t[:3]})",
+            table=t,
+            case="tailr weighted γ=0.1 b=0.3",
+            limit=1.5,
         )
+    bench.summary = {
+        "technique": "TaiLr",
+        "doc": "docs/tailr.md",
+        "what": f"fwd+bwd × `F.cross_entropy`, (N, C) = ({n}, {c}) and tokens ({b}, {length}, {v})",
+        "headlines": [
+            {"label": f"weighted, ({n}, {c})", "case": "tailr weighted γ=0.1 b=0.3", "tables": ["cls_ls0.0"]},
+            {
+                "label": f"weighted, tokens ({b}, {length}, {v})",
+                "case": "tailr weighted γ=0.1 b=0.3",
+                "tables": ["tok_ls0.0"],
+            },
+            {"label": "closed form, tokens", "case": "tailr closed γ=0.1", "tables": ["tok_ls0.0"]},
+            {"label": "γ = 0 (the cross-entropy path), tokens", "case": "tailr γ=0 (CE path)", "tables": ["tok_ls0.0"]},
+        ],
+        "target": "≤ 1.5×",
+    }
+    bench.save()
 
 
 if __name__ == "__main__":

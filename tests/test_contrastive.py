@@ -233,6 +233,18 @@ def test_gradcheck(kind: str, symmetric: bool) -> None:
     )
 
 
+@pytest.mark.parametrize("kind", ["stable", "flat"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gradgradcheck_on_embeddings(kind: str, symmetric: bool) -> None:
+    """The embedding functions' fused log-sum-exp backward is differentiable again (a loss in a gradient penalty)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, n = (torch.randn(r, 3, dtype=F64, generator=g, requires_grad=True) for r in (4, 4, 2))
+    f = _fn(kind)
+    assert torch.autograd.gradgradcheck(
+        lambda a, b, c: f(a, b, negatives=c, symmetric=symmetric, temperature=0.5, reduction="none"), (q, k, n)
+    )
+
+
 def test_gradcheck_from_logits() -> None:
     logits = torch.randn(3, 5, dtype=F64, requires_grad=True)
     t = torch.tensor([1, 0, 4])

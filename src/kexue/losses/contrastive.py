@@ -25,7 +25,8 @@ come from every ``torch.distributed`` rank through :func:`gather_with_grad`.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, overload
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 import torch.distributed as dist
@@ -33,8 +34,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kexue._validate import check_float_tensor, check_real, check_reduction, is_compiling, reduce
-
-from .cosine import _unit
 
 __all__ = [
     "FlatNCELoss",
@@ -55,11 +54,25 @@ _Kind = Literal["plain", "stable", "flat"]
 _INF = float("inf")
 
 
+_VALID_OPTIONS: set[tuple[Any, ...]] = set()  # (temperature, reduction, eps) seen valid, with their types
+
+
 def _check_options(temperature: float, reduction: str, eps: float) -> None:
+    # the checks cost a few microseconds, a sizeable part of a small batch's loss: a training loop passes the same
+    # values every step, so each valid combination is checked once (NaN never compares equal: always checked)
+    try:
+        key: tuple[Any, ...] | None = (type(temperature), temperature, reduction, type(eps), eps)
+        if key in _VALID_OPTIONS:
+            return
+    except TypeError:  # unhashable: checked every time
+        key = None
     check_real("temperature", temperature, low=0, low_inclusive=False)
     check_reduction(reduction)
-    # eps floors the norm of each embedding after it is divided by its largest |entry| (a norm >= 1), see _unit
+    # eps floors the norm of each embedding after it is divided by its largest |entry| (a norm >= 1), see
+    # _unit_rows
     check_real("eps", eps, low=0, low_inclusive=False, high=1)
+    if key is not None and len(_VALID_OPTIONS) < 1024:
+        _VALID_OPTIONS.add(key)
 
 
 def _check_output(out: Tensor, inputs: dict[str, Tensor | None], *, temperature: float | None = None) -> Tensor:
@@ -160,25 +173,20 @@ def _check_rows(per_row: Tensor, logits: Tensor, target: Tensor, *, flat: bool) 
 # --------------------------------------------------------------------------------------------- core
 
 
-def _log_xi(
-    logits: Tensor, target: Tensor, exclude: Tensor | None = None, *, owned: bool = False, masked: bool = False
-) -> Tensor:
+def _log_xi(logits: Tensor, target: Tensor, *, masked: bool = False) -> Tensor:
     """``log xi = logsumexp_{i != t}(s_i) - s_t`` per row, computed without forming ``xi`` (no underflow).
 
-    ``exclude``: an optional second column per row to drop too (the anchor itself in SimCLR's 2B-view matrix).
-    ``owned``: ``logits`` is a temporary of ours that no autograd node saved (a matmul output), so the
-    positive and self columns can be masked in place instead of copying the (N, C) matrix.
+    The scores given by a caller (:func:`info_nce_from_logits`, :func:`flat_nce_from_logits`); the embedding
+    functions use :class:`_NegLogSumExp` on their own score matrix.
     ``masked``: the caller's logits may hold ``-inf`` (masked candidates), so a row may have no negative left;
     such a row gets ``log xi = -inf`` with zero gradient instead of the NaN gradient of an all ``-inf``
     log-sum-exp.
     """
     rows = torch.arange(logits.shape[0], device=logits.device)
-    s_t = logits[rows, target]  # (N,); indexing saves only the indices, so in-place masking below is safe
-    cols = target if exclude is None else torch.cat([target, exclude])
-    r = rows if exclude is None else torch.cat([rows, rows])
+    s_t = logits[rows, target]  # (N,)
     ninf = torch.tensor(-_INF, dtype=logits.dtype, device=logits.device)
-    # the positive (and self) leave the log-sum-exp; their gradient flows through s_t only
-    neg = logits.index_put_((r, cols), ninf) if owned else logits.index_put((r, cols), ninf)
+    # the positive leaves the log-sum-exp; its gradient flows through s_t only. A copy: the caller's tensor stays.
+    neg = logits.index_put((rows, target), ninf)
     if not masked:
         return torch.logsumexp(neg, dim=1) - s_t
     has_neg = (neg.detach() > -_INF).any(dim=1)  # (N,)
@@ -189,33 +197,21 @@ def _log_xi(
     return torch.where(has_neg, torch.logsumexp(neg, dim=1) - s_t, ninf - s_t)
 
 
-def _per_anchor(
-    logits: Tensor,
-    target: Tensor,
-    kind: _Kind,
-    exclude: Tensor | None = None,
-    *,
-    owned: bool = False,
-    masked: bool = False,
-) -> Tensor:
-    """Per-row loss: ``log(1 + xi)`` by cross-entropy (plain) or softplus (stable), or ``log xi`` (flat).
+def _per_anchor(logits: Tensor, target: Tensor, kind: _Kind, *, masked: bool = False) -> Tensor:
+    """Per-row loss on a caller's scores: ``log(1 + xi)`` by cross-entropy (plain) or softplus (stable), or
+    ``log xi`` (flat).
 
     Half-precision logits (autocast) are reduced in float32: log-sum-exp in bfloat16 loses the loss entirely.
     ``masked``: the logits may hold ``-inf`` entries (see :func:`_log_xi`).
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
-        logits, owned = logits.float(), True
+        logits = logits.float()
     if kind == "plain":
-        if exclude is not None:  # SimCLR: the anchor is not its own candidate
-            rows = torch.arange(logits.shape[0], device=logits.device)
-            ninf = torch.tensor(-_INF, dtype=logits.dtype, device=logits.device)
-            idx = (rows, exclude)
-            logits = logits.index_put_(idx, ninf) if owned else logits.index_put(idx, ninf)
         # the standard form: max-shifted log-sum-exp, float error in 1 + xi when xi < ~eps. A row without a
         # negative gives exactly 0 with zero gradient.
         return F.cross_entropy(logits, target, reduction="none")
     # only the stable form needs the masked path: FlatNCE rows without a negative are rejected (log 0 = -inf)
-    log_xi = _log_xi(logits, target, exclude, owned=owned, masked=masked and kind == "stable")  # (N,)
+    log_xi = _log_xi(logits, target, masked=masked and kind == "stable")  # (N,)
     if kind == "stable":
         # log(1 + xi) = softplus(log xi): softplus uses log1p, exact in value and gradient for tiny xi
         return F.softplus(log_xi)
@@ -346,6 +342,49 @@ def _gather(x: Tensor) -> Tensor:
     return out
 
 
+_Diag = tuple[int, int, int]  # rows [r0, r1) of the score matrix, the entry of row r0 + i at column offset + i
+
+
+class _Scores(NamedTuple):
+    """The score matrix of :func:`_embedding_logits` and where its positives and self-pairs sit."""
+
+    logits: Tensor  # (N, C), a temporary of ours: no autograd node saved it, so it may be masked in place
+    self_diag: tuple[_Diag, ...]  # SimCLR: the anchor's own column
+    pos_diag: tuple[_Diag, ...]  # the positive's column
+
+
+def _mask_diagonals(logits: Tensor, diagonals: Sequence[_Diag]) -> None:
+    """Set the listed entries of ``logits`` to ``-inf``, outside autograd.
+
+    Every loss built on the masked matrix (cross-entropy, log-sum-exp) has zero gradient at a ``-inf`` entry, so
+    masking outside autograd gives the same gradient as a recorded ``index_put`` without its backward (a clone
+    of the (N, C) gradient and a scatter); ``logits`` is a matmul output that no autograd node saved.
+    """
+    if diagonals:
+        with torch.no_grad():
+            for r0, r1, offset in diagonals:
+                logits[r0:r1].diagonal(offset).fill_(-_INF)
+
+
+# the smallest positive (subnormal) value of each float dtype; a dict, not a cached function: dynamo traces it
+_SUBNORMAL = {
+    t: torch.finfo(t).tiny * torch.finfo(t).eps for t in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
+
+
+def _unit_rows(x: Tensor, eps: float) -> Tensor:
+    """:func:`kexue.losses.cosine._unit` along ``dim=1`` with fewer ops (the cost of small batches).
+
+    Scale-safe as ``_unit``: each row is divided by its largest ``|entry|`` (detached; the result does not depend
+    on it) before the 2-norm, so norms far outside 1e-19..1e19 neither overflow nor underflow in float32. The
+    floor of that scale is the dtype's smallest subnormal, so only an all-zero row is changed by it (it stays 0).
+    """
+    # abs().amax(): torch's ord=inf vector norm is many times slower on CPU
+    scale = x.detach().abs().amax(dim=1, keepdim=True).clamp_min_(_SUBNORMAL[x.dtype])
+    xs = x / scale
+    return xs / torch.linalg.vector_norm(xs, dim=1, keepdim=True).clamp_min(eps)
+
+
 def _embedding_logits(
     query: Tensor,
     key: Tensor,
@@ -356,8 +395,9 @@ def _embedding_logits(
     normalize: bool,
     gather: bool,
     eps: float,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Score matrix ``(N, C)``, positive column per row and (SimCLR) the column of the anchor itself."""
+) -> _Scores:
+    """Score matrix ``(N, C)``, positive column per row, and the diagonals that hold the positives and (SimCLR)
+    the self-pairs."""
     _check_embeddings(query, key, negatives)
     # mixed dtypes (a bfloat16 head output against float32 keys under autocast) promote to the widest
     dtype = torch.promote_types(query.dtype, key.dtype)
@@ -365,52 +405,131 @@ def _embedding_logits(
         dtype = torch.promote_types(dtype, negatives.dtype)
         negatives = negatives.to(dtype)
         if normalize:
-            negatives = _unit(negatives, dim=1, eps=eps)
-    query, key = query.to(dtype), key.to(dtype)
+            negatives = _unit_rows(negatives, eps)
+    if query.dtype != dtype or key.dtype != dtype:
+        query, key = query.to(dtype), key.to(dtype)
     rank, world = _dist_world() if gather else (0, 1)
     if world > 1:  # before any gather: unequal shapes would abort the processes instead of raising
         _check_same_across_ranks({"query": query, "key": key, "negatives": negatives}, {"symmetric": symmetric})
     b = query.shape[0]
-    dev = query.device
     offset = rank * b
+    z = torch.cat([query, key]) if symmetric or normalize else query  # (2B, D): query rows then key rows
+    if normalize:  # cosine scores, as in SimCLR/FlatCLR; one scale-safe pass over both views
+        z = _unit_rows(z, eps)
     # scale the (N, D) anchors, not the (N, C) scores: one pass over B*D instead of B*C
     if symmetric:
-        z = torch.cat([query, key])  # (2B, D): query rows then key rows
-        if normalize:  # cosine scores, as in SimCLR/FlatCLR; one pass over both views
-            z = _unit(z, dim=1, eps=eps)  # scale-safe: exact for norms far outside 1e-19..1e19
         anchors = z / temperature
         if world > 1:
             parts = [_gather(z[:b]), _gather(z[b:])]
             if negatives is not None:
                 parts.append(_gather(negatives))
             cands = torch.cat(parts)  # (2WB [+ WM], D)
-            n_all = world * b
-            idx = torch.arange(b, device=dev) + offset
-            self_col = torch.cat([idx, idx + n_all])
-            target = torch.cat([idx + n_all, idx])
         else:
             cands = z if negatives is None else torch.cat([z, negatives])
-            self_col = torch.arange(2 * b, device=dev)
-            target = self_col.roll(b)  # row i pairs with row i + B and back
+        n_all = world * b
+        # row i < B (a query view) pairs with key view i, row B + i with query view i; self = the row's own view
+        self_diag: tuple[_Diag, ...] = ((0, b, offset), (b, 2 * b, n_all + offset))
+        pos_diag: tuple[_Diag, ...] = ((0, b, n_all + offset), (b, 2 * b, offset))
         n_neg = cands.shape[0] - 2
     else:
         if normalize:
-            query, key = _unit(query, dim=1, eps=eps), _unit(key, dim=1, eps=eps)
+            query, key = z.split(b)  # split, not two slices: one cat of the gradients in backward
         all_key = _gather(key) if world > 1 else key  # (W*B, D)
         if negatives is not None and world > 1:
             negatives = _gather(negatives)
         anchors = query / temperature
         cands = all_key if negatives is None else torch.cat([all_key, negatives])
-        target = torch.arange(b, device=dev) + offset
-        self_col = None
+        self_diag, pos_diag = (), ((0, b, offset),)
         n_neg = cands.shape[0] - 1
     if n_neg < 1:
         raise ValueError(
             f"no negatives: a batch of {b} row(s) needs explicit `negatives` (or symmetric=True with B >= 2, "
             "or gather=True across ranks)"
         )
-    logits = anchors @ cands.T  # (N, C)
-    return logits, target, self_col
+    return _Scores(torch.mm(anchors, cands.t()), self_diag, pos_diag)
+
+
+def _embedding_loss(scores: _Scores, kind: _Kind, reduction: str) -> tuple[Tensor, Tensor]:
+    """``(loss with reduction, per-anchor loss)`` on the score matrix of :func:`_embedding_logits` (which it masks
+    in place). The per-anchor loss is for logging only (no gradient flows through it for FlatNCE)."""
+    logits = scores.logits
+    if logits.dtype in (torch.float16, torch.bfloat16):  # reduced in float32, as in _per_anchor
+        logits = logits.float()
+    _mask_diagonals(logits, scores.self_diag)
+    if kind == "plain":
+        # the positive column of each row, from the diagonals that hold the positives
+        dev = logits.device
+        parts = [torch.arange(off, off + r1 - r0, device=dev) for r0, r1, off in scores.pos_diag]
+        rows = F.cross_entropy(logits, parts[0] if len(parts) == 1 else torch.cat(parts), reduction="none")
+        return reduce(rows, reduction), rows
+    # the reduction is folded into the Function: one autograd node fewer, which shows at small batches
+    loss, log_xi, _ = _NegLogSumExp.apply(logits, scores.pos_diag, kind == "stable", reduction)
+    return loss, log_xi
+
+
+class _NegLogSumExp(torch.autograd.Function):
+    """Per row of owned scores whose positives lie on diagonals: ``log xi = logsumexp_{i != t}(s_i) - s_t``
+    (FlatNCE) or ``softplus(log xi)`` (stable InfoNCE).
+
+    The composed form (read out the positives, mask them, ``torch.logsumexp``, ``softplus``) allocates one
+    ``(N, C)`` buffer in forward and four in backward (a scatter of the positives' gradient, then ``x - lse``, its
+    ``exp`` and the product with the incoming gradient); on a CPU each fresh buffer of that size also pays its
+    page faults, and at small N its dozen autograd nodes cost more than the arithmetic. Here forward computes the
+    softmax over the negatives ``p`` once (saved) and backward is ``p * h`` with ``-h`` written on the positives
+    (``h`` the incoming gradient times ``sigmoid(log xi)`` for the softplus): one buffer each way, one node.
+    ``logits`` (a matmul output that no autograd node saved) is masked in place.
+
+    ``log xi`` and ``p`` are returned too, so that backward is built from differentiable ops on this Function's
+    own outputs: double backward (the loss inside a gradient penalty) works. Callers ignore ``p``. The first
+    output is reduced as ``reduction`` says (``"mean"``, ``"sum"`` or ``"none"``).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: Tensor, pos_diag: tuple[_Diag, ...], stable: bool, reduction: str
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        # forward runs without autograd: read out the positives (a copy), then mask them in place
+        n = logits.shape[0]
+        diags = [(logits if (r0, r1) == (0, n) else logits[r0:r1]).diagonal(off) for r0, r1, off in pos_diag]
+        s_t = diags[0].clone() if len(diags) == 1 else torch.cat(diags)  # (N,)
+        for d in diags:
+            d.fill_(-_INF)  # the positive leaves the log-sum-exp
+        p = torch.softmax(logits, dim=1)  # (N, C)
+        # log-sum-exp = max - log(largest probability); that probability is >= 1/C, so its log is exact
+        log_xi = logits.amax(dim=1).sub_(p.amax(dim=1).log_()).sub_(s_t)
+        ctx.pos_diag, ctx.stable, ctx.reduction = pos_diag, stable, reduction
+        ctx.save_for_backward(p, log_xi)
+        ctx.set_materialize_grads(False)  # unused outputs get None, not an (N, C) zero gradient
+        rows = F.softplus(log_xi) if stable else log_xi
+        loss = rows.mean() if reduction == "mean" else rows.sum() if reduction == "sum" else rows.clone()
+        return loss, log_xi, p
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: Tensor | None, grad_log_xi: Tensor | None, grad_p: Tensor | None
+    ) -> tuple[Tensor | None, None, None, None]:
+        p, log_xi = ctx.saved_tensors
+        h = grad  # (N,) the gradient reaching each row's loss
+        if h is not None and ctx.reduction != "none":
+            h = h.expand(log_xi.shape) / log_xi.shape[0] if ctx.reduction == "mean" else h.expand(log_xi.shape)
+        if h is not None and ctx.stable:
+            h = h * torch.sigmoid(log_xi)  # d softplus(u) / du
+        if grad_log_xi is not None:  # double backward only
+            h = grad_log_xi if h is None else h + grad_log_xi
+        out = None
+        if h is not None:
+            out = p * h.unsqueeze(1)
+            n = out.shape[0]
+            for r0, r1, off in ctx.pos_diag:  # d log xi / d s_t = -1
+                if (r0, r1) == (0, n):
+                    out.diagonal(off).sub_(h)
+                else:
+                    out[r0:r1].diagonal(off).sub_(h[r0:r1])
+        if grad_p is not None:  # double backward only: the softmax's own vector-Jacobian product
+            gp = grad_p * p
+            vjp = gp - p * gp.sum(dim=1, keepdim=True)
+            out = vjp if out is None else out + vjp
+        return out, None, None, None
 
 
 # --------------------------------------------------------------------------------------------- functional
@@ -559,7 +678,7 @@ def info_nce(
         torch.Size([16])
     """
     _check_options(temperature, reduction, eps)
-    logits, target, self_col = _embedding_logits(
+    scores = _embedding_logits(
         query,
         key,
         temperature=temperature,
@@ -569,9 +688,9 @@ def info_nce(
         gather=gather,
         eps=eps,
     )
-    loss = _per_anchor(logits, target, "stable" if stable else "plain", self_col, owned=True)
+    loss, _ = _embedding_loss(scores, "stable" if stable else "plain", reduction)
     inputs = {"query": query, "key": key, "negatives": negatives}
-    return _check_output(reduce(loss, reduction), inputs, temperature=temperature)
+    return _check_output(loss, inputs, temperature=temperature)
 
 
 @overload
@@ -640,7 +759,7 @@ def flat_nce(
         True
     """
     _check_options(temperature, reduction, eps)
-    logits, target, self_col = _embedding_logits(
+    scores = _embedding_logits(
         query,
         key,
         temperature=temperature,
@@ -650,9 +769,9 @@ def flat_nce(
         gather=gather,
         eps=eps,
     )
-    loss = _per_anchor(logits, target, "flat", self_col, owned=True)
+    out, loss = _embedding_loss(scores, "flat", reduction)
     inputs = {"query": query, "key": key, "negatives": negatives}
-    out = _check_output(reduce(loss, reduction), inputs, temperature=temperature)
+    out = _check_output(out, inputs, temperature=temperature)
     if return_info_nce:
         return out, reduce(F.softplus(loss.detach()), reduction)  # stable InfoNCE value, for logs
     return out

@@ -39,6 +39,7 @@ from ._site import (
     Forward,
     Inputs,
     Site,
+    all_finite,
     check_positive,
     check_static_graph,
     check_target,
@@ -97,7 +98,7 @@ def _clean_grads(
     check_target(logits, target, classes=classes)
     loss = lf(logits, target)
     g, carried = fwd.clean_gradients(loss, params, _scale(scaler))
-    if not torch.isfinite(g).all():
+    if not all_finite(g):
         g = torch.zeros_like(g)  # overflow under the scaler: no perturbation, the scaler will skip the step
     return loss, g, carried
 
@@ -193,7 +194,7 @@ def fgm_loss(
         assert v is not None
         s = _scale(scaler)
         g = torch.autograd.grad(loss * s, v, retain_graph=True)[0].detach() / s
-        if not torch.isfinite(g).all():
+        if not all_finite(g):
             g = torch.zeros_like(g)
         delta = (eps * _step_direction(g, norm, scope, fwd)).detach()
         v_clean = v
@@ -307,7 +308,7 @@ def pgd_loss(
     for k in range(steps):
         if k > 0:
             g = ascent_grad(delta)
-        if not torch.isfinite(g).all():
+        if not all_finite(g):
             break
         delta = clip(delta + alpha * _step_direction(g, norm, scope, fwd)).detach()
     adv = lf(fwd(lambda val, _ids: val + delta), target)
