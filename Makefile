@@ -55,7 +55,7 @@ reproduce: data
 ifeq ($(PRESET),quick)
 	rm -rf results/quick.new
 	$(BIN)/kexue reproduce --preset quick --out results/quick.new
-	rm -rf results/quick.new/*/checkpoints
+	rm -rf results/quick.new/*/checkpoints results/quick.new/ptuning/runs
 	rm -rf results/quick && mv results/quick.new results/quick
 	$(MAKE) tables
 else
