@@ -158,6 +158,15 @@ def _worker(out: Path) -> None:
         results["override-gpt2-2"] = trainer_grads("gpt2", 2, tmp, recipe="override")
     if int(os.environ["RANK"]) == 0:
         torch.save(results, out)
+    # Tear the group down explicitly once every Trainer (and its DDP wrapper) is garbage: a reducer freed during
+    # interpreter shutdown, after the group, can deadlock a gloo worker thread on the GIL.
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _free_port() -> int:
