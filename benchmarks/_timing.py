@@ -204,9 +204,9 @@ def _libc() -> Any:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand the heap's free memory back to the system (glibc), inside a case that allocates
-    gigabytes, so that the case after it does not run in the wreck of its heap. Charged to that case."""
-    gc.collect()
+    """Hand the heap's free memory back to the system (glibc), inside a case that allocates gigabytes, so that the
+    case after it does not run in the wreck of its heap. Charged to that case. (No ``gc.collect()``: a collection
+    of the whole interpreter costs more than a small case.)"""
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
