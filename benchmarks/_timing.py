@@ -61,7 +61,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Bench", "Case", "Timing", "compare", "header", "markdown_table", "measure"]
+__all__ = ["Bench", "Case", "Timing", "compare", "header", "markdown_table", "measure", "release_memory"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -201,6 +201,15 @@ def _libc() -> Any:
         return ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: the allocator is left as it is
         return None
+
+
+def release_memory() -> None:
+    """Hand the heap's free memory back to the system (glibc), inside a case that allocates gigabytes, so that the
+    case after it does not run in the wreck of its heap. Charged to that case. (No ``gc.collect()``: a collection
+    of the whole interpreter costs more than a small case.)"""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _keep_heap(keep: bool) -> bool:

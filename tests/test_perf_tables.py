@@ -103,19 +103,19 @@ def test_update_renders_then_check_passes_and_catches_a_changed_figure(tmp_path:
     repo = _repo(tmp_path)
     assert perf_tables.update(repo) == [repo / "README.md", repo / "docs" / "demo.md"]
     readme = (repo / "README.md").read_text()
-    assert "ours 1.1× (1.05–1.15)" in readme
-    assert "ours over sizes 0.9–1.1×" in readme
+    assert "ours 1.10× (1.05–1.15)" in readme
+    assert "ours over sizes 0.90–1.10×" in readme
     assert "1 of 1" in readme and "Some CPU, 1 thread(s) of 2 cores" in readme
     page = (repo / "docs" / "demo.md").read_text()
     assert "old" not in page and page.endswith("tail\n")
-    assert "| ours | 1.10 ms | 1.1 | 1.05–1.15 | 0.9–1.4 | 9 | 2.0 KB |" in page
+    assert "| ours | 1.10 ms | 1.10 | 1.05–1.15 | 0.90–1.40 | 9 | 2.0 KB |" in page
     assert "ImportError: x" in page
     assert perf_tables.update(repo, check=True) == []
     # a new run that disagrees with the committed tables makes them stale
     (repo / "benchmarks" / "results" / "demo.json").write_text(json.dumps(_result(1.3)), encoding="utf-8")
     assert perf_tables.update(repo, check=True) == [repo / "README.md", repo / "docs" / "demo.md"]
     assert perf_tables.main(["--repo", str(repo), "--check"]) == 1
-    assert "not: ours ≤ 1.2× (1.3×)" in perf_tables.render_summary(
+    assert "not: ours ≤ 1.2× (1.30×)" in perf_tables.render_summary(
         perf_tables.load_results(repo / "benchmarks/results")
     )
 

@@ -57,7 +57,7 @@ def _cell(text: Any) -> str:
 
 
 def _x(v: float) -> str:
-    return f"{v:.3g}" if v < 100 else f"{v:,.0f}"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:,.0f}"
 
 
 def _ratio(r: dict[str, float] | None, *, spread: bool = True) -> str:
