@@ -19,15 +19,14 @@ fails when a committed table and the committed results disagree.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import re
 import statistics
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ._sections import run_cli, write_sections
 
 __all__ = ["DOCS_PAGES", "METRIC_TABLES", "load_results", "render_experiment", "render_summary", "update"]
 
@@ -773,14 +772,6 @@ def render_summary(runs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _replace(text: str, tag: str, body: str, path: Path) -> str:
-    begin, end = f"<!-- BEGIN GENERATED {tag} -->", f"<!-- END GENERATED {tag} -->"
-    pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"{path}: no '{begin}' ... '{end}' section")
-    return pattern.sub(lambda _: f"{begin}\n{body}{end}", text, count=1)
-
-
 def update(repo: str | Path = ".", results: str | Path = "results/quick", *, check: bool = False) -> list[Path]:
     """Rewrite (or with ``check=True`` only compare) the generated sections; returns the stale files.
 
@@ -797,33 +788,17 @@ def update(repo: str | Path = ".", results: str | Path = "results/quick", *, che
         page = DOCS_PAGES.get(run["experiment"])
         if page:
             targets.setdefault(repo / page, []).append((f"claims:{run['experiment']}", render_experiment(run)))
-    stale: list[Path] = []
-    for path, sections in targets.items():
-        old = path.read_text(encoding="utf-8")
-        new = old
-        for tag, body in sections:
-            new = _replace(new, tag, body, path)
-        if new != old:
-            stale.append(path)
-            if not check:
-                path.write_text(new, encoding="utf-8")
-    return stale
+    return write_sections(targets, check=check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kexue.report.docs_tables", description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="results/quick", help="folder of run folders (default results/quick)")
-    parser.add_argument("--repo", default=".", help="repository root (default: the current folder)")
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a section is stale")
-    args = parser.parse_args(argv)
-    try:
-        stale = update(args.repo, args.results, check=args.check)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"kexue: error: {e}", file=sys.stderr)
-        return 2
-    for p in stale:
-        print(f"{'stale' if args.check else 'updated'}: {p}")
-    return 1 if (args.check and stale) else 0
+    return run_cli(
+        argv,
+        prog="python -m kexue.report.docs_tables",
+        description=__doc__.splitlines()[0],
+        default_results="results/quick",
+        update=update,
+    )
 
 
 if __name__ == "__main__":

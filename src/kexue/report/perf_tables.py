@@ -19,12 +19,12 @@ committed results disagree.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ._sections import run_cli, write_sections
 
 __all__ = ["ORDER", "load_results", "render_benchmark", "render_summary", "update"]
 
@@ -223,15 +223,6 @@ def render_benchmark(doc: dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _replace(text: str, tag: str, body: str, path: Path) -> str:
-    begin, end = f"<!-- BEGIN GENERATED {tag} -->", f"<!-- END GENERATED {tag} -->"
-    i = text.find(begin)
-    j = text.find(end, i + len(begin)) if i >= 0 else -1
-    if i < 0 or j < 0:
-        raise ValueError(f"{path}: no '{begin}' ... '{end}' section")
-    return text[: i + len(begin)] + "\n" + body + text[j:]
-
-
 def update(repo: str | Path = ".", results: str | Path = "benchmarks/results", *, check: bool = False) -> list[Path]:
     """Rewrite (or with ``check=True`` only compare) the generated sections; returns the stale files.
 
@@ -248,33 +239,17 @@ def update(repo: str | Path = ".", results: str | Path = "benchmarks/results", *
         page = (d.get("summary") or {}).get("doc")
         if page:
             targets.setdefault(repo / page, []).append((f"perf:{d['benchmark']}", render_benchmark(d)))
-    stale: list[Path] = []
-    for path, sections in targets.items():
-        old = path.read_text(encoding="utf-8")
-        new = old
-        for tag, body in sections:
-            new = _replace(new, tag, body, path)
-        if new != old:
-            stale.append(path)
-            if not check:
-                path.write_text(new, encoding="utf-8")
-    return stale
+    return write_sections(targets, check=check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kexue.report.perf_tables", description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="benchmarks/results", help="folder of *.json (default benchmarks/results)")
-    parser.add_argument("--repo", default=".", help="repository root (default: the current folder)")
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a section is stale")
-    args = parser.parse_args(argv)
-    try:
-        stale = update(args.repo, args.results, check=args.check)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"kexue: error: {e}", file=sys.stderr)
-        return 2
-    for p in stale:
-        print(f"{'stale' if args.check else 'updated'}: {p}")
-    return 1 if (args.check and stale) else 0
+    return run_cli(
+        argv,
+        prog="python -m kexue.report.perf_tables",
+        description=__doc__.splitlines()[0],
+        default_results="benchmarks/results",
+        update=update,
+    )
 
 
 if __name__ == "__main__":
