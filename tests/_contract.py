@@ -1783,6 +1783,10 @@ EXEMPT: dict[str, str] = {
     "Template": "a frozen dataclass of strings (no tensors); test_ptuning.py checks its parsing and errors",
     "lm_kind": "maps a model's class name to 'causal'/'mlm' (no tensors); test_ptuning.py checks it",
     "ITERATIVE_MAX_K": "an int constant (the largest k the iterative construction accepts)",
+    "ChunkedTaiLrLossFunc": "a Trainer hook over a model's outputs (hidden states + output layer); its math is "
+    "chunked_tailr_loss's entry, and test_chunked_hf.py checks it against the dense loss, through the Trainer "
+    "and for its errors",
+    "hidden_states_collator": "wraps a data collator (no tensor math); test_chunked_hf.py uses it in the Trainer",
     "RouterOutput": "a NamedTuple (the result type of soft_topk_router); its fields are checked through the router",
 }
 

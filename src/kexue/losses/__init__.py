@@ -12,12 +12,13 @@ from .contrastive import (
     info_nce_from_logits,
 )
 from .cosine import NegativeCosineSimilarity, NormalizedMSELoss, negative_cosine_similarity, normalized_mse
-from .hf import TaiLrLossFunc
+from .hf import ChunkedTaiLrLossFunc, TaiLrLossFunc, hidden_states_collator
 from .tailr import TaiLrLoss, tailr_loss, tailr_weight
 from .tiled import TiledFlatNCELoss, TiledInfoNCELoss, tiled_flat_nce, tiled_info_nce
 
 __all__ = [
     "ChunkedTaiLrLoss",
+    "ChunkedTaiLrLossFunc",
     "FlatNCELoss",
     "InfoNCELoss",
     "NegativeCosineSimilarity",
@@ -31,6 +32,7 @@ __all__ = [
     "flat_nce",
     "flat_nce_from_logits",
     "gather_with_grad",
+    "hidden_states_collator",
     "info_nce",
     "info_nce_from_logits",
     "multitask",
