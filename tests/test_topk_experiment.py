@@ -167,3 +167,14 @@ def test_quick(tmp_path: Path) -> None:
     res = topk.run(topk.PRESETS["quick"], tmp_path)
     assert all(c.verdict in ("reproduced", "not reproduced", "inconclusive") for c in res.claims if c.id != "items")
     assert all(c.seeds == topk.PRESETS["quick"].moe.seeds for c in res.claims if c.id.startswith("moe_"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [("moe.k", "5", "moe.k"), ("moe.rotations", "0", "moe.rotations"), ("moe.tau_end", "0", "tau_end")],
+)
+def test_bad_moe_settings_are_rejected(key: str, value: str, match: str) -> None:
+    from kexue.experiments._base import ConfigError, apply_overrides
+
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(topk.PRESETS["quick"], {key: value})
