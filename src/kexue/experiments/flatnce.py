@@ -77,12 +77,12 @@ Claims. Part 1 is deterministic arithmetic on fixed draws: its three claims are 
   ``(stable − plain)_Adam − (stable − plain)_SGD > 0`` (paired t over the SGD seeds; effect ``delta``). Not
   testable unless saturation > 1 % (no float error to amplify). The SGD arm's own saturation is reported.
 
-The ``quick`` preset (about 4.5 minutes of CPU time at one thread) trains on 4,096 images for 6 epochs (1,536
+The ``quick`` preset (about 3.5 minutes of CPU time at one thread) trains on 4,096 images for 6 epochs (1,536
 steps at batch 16, 96 at batch 256), 4 seeds (3 for SGD), SmallCNN width 8, and scores on 10,000 test images.
 ``full`` is the faithful grid {16, 32, 64, 256} with all three losses at every batch size, all 55,000 training
 images for 10 epochs, SmallCNN width 32, 5 seeds; it is a GPU run (device-agnostic: CUDA when present) of
-roughly 1.5-3 hours on one GPU, an estimate from the step count (about 250,000 optimizer steps, launch-bound
-at a few milliseconds each), not a measurement.
+roughly 1-3 hours on one GPU, an estimate from the step count (about 1.3 million optimizer steps of a small
+network, launch-bound at a few milliseconds each), not a measurement.
 """
 
 from __future__ import annotations
