@@ -453,35 +453,51 @@ def _flatnce_metrics(run: dict[str, Any]) -> list[str]:
         )
     runs = metrics.get("runs")
     if isinstance(runs, list) and runs:
-        groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+        groups: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = {}
         for r in runs:
-            groups.setdefault((r["batch_size"], r["loss"]), []).append(r)
+            groups.setdefault((r.get("optimizer", "adam"), r["batch_size"], r["loss"]), []).append(r)
+        order = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _LOSS_ORDER.get(kv[0][2], 9)))
         rows = [
             [
+                optim,
                 str(batch),
                 f"`{loss}`",
                 str(len(rs)),
+                str(rs[0].get("steps", "—")),
                 _ms([r["linear_probe"] for r in rs], 4),
                 _ms([r["knn"] for r in rs], 4),
                 f"{statistics.fmean(_finite([r.get('saturation') for r in rs]) or [math.nan]):.2%}",
                 _ms([r.get("log_xi_mean_last") for r in rs], 2),
             ]
-            for (batch, loss), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], _LOSS_ORDER.get(kv[0][1], 9)))
+            for (optim, batch, loss), rs in order
         ]
         untrained = metrics.get("untrained_encoder", {})
         if "linear_probe" in untrained:
             rows.append(
-                ["—", "untrained encoder", "—", f"{untrained['linear_probe']:.4f}", f"{untrained['knn']:.4f}"]
+                ["—", "—", "untrained encoder", "—", "—", f"{untrained['linear_probe']:.4f}", f"{untrained['knn']:.4f}"]
                 + ["—"] * 2
             )
         out += _table(
-            "SimCLR on Fashion-MNIST per batch size and loss: frozen-feature test accuracy (mean ± sample std over "
-            "seeds), saturation (share of anchors with xi < 1e-6 over all steps; float32 InfoNCE is corrupted only "
-            "there) and the mean log xi of the last step",
-            ("batch", "loss", "seeds", "linear probe", "kNN", "saturation", "final mean log xi"),
-            ("r", "l", "r", "r", "r", "r", "r"),
+            "SimCLR on Fashion-MNIST per optimizer, batch size and loss: optimizer steps, frozen-feature test "
+            "accuracy (mean ± sample std over seeds), saturation (share of anchors with xi < 1e-6 over all steps; "
+            "float32 InfoNCE is corrupted only there) and the mean log xi of the last epoch",
+            ("optimizer", "batch", "loss", "seeds", "steps", "linear probe", "kNN", "saturation", "final mean log xi"),
+            ("l", "r", "l", "r", "r", "r", "r", "r", "r"),
             rows,
         )
+        curves = [
+            (optim, batch, loss, [statistics.fmean(col) for col in zip(*(r["saturation_per_epoch"] for r in rs))])
+            for (optim, batch, loss), rs in order
+            if all(isinstance(r.get("saturation_per_epoch"), list) for r in rs)
+        ]
+        if curves:
+            n_ep = max(len(c) for *_, c in curves)
+            out += _table(
+                "Saturation per epoch: share of anchors with xi < 1e-6 in each epoch (mean over seeds)",
+                ("optimizer", "batch", "loss", *(f"epoch {i + 1}" for i in range(n_ep))),
+                ("l", "r", "l", *("r",) * n_ep),
+                [[o, str(b), f"`{k}`", *(f"{v:.2%}" for v in c)] for o, b, k, c in curves],
+            )
     return out
 
 
