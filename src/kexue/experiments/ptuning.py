@@ -37,7 +37,7 @@ arm**; each arm's per-review correctness is stored.
 
 **Claims, tests and thresholds (fixed before any run of this design).** Per-review comparisons: ``d_i`` = the
 seed-averaged correctness of arm A on review ``i`` minus that of arm B; a paired t test over the reviews (df =
-reviews - 1, two-sided, alpha 0.05; with one seed and a deterministic B this is McNemar's comparison), with exact
+reviews - 1, two-sided, alpha 0.05; with one seed it is the t form of McNemar's paired comparison), with exact
 McNemar tests per seed (:func:`~kexue.experiments.stats.mcnemar`) reported alongside. It carries the test set's
 sampling error; the seeds are treated as fixed. Every claim states its MDE.
 
