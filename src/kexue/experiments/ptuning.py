@@ -72,6 +72,7 @@ selection uses no validation set (the final prompt is evaluated), unlike Su's be
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +246,7 @@ def _encode_prefix(lm: Any, ids: Tensor, chunk: int = 32) -> _Cache:
     ks, vs, pooled = [], [], []
     for i in range(0, ids.shape[0], chunk):
         out = lm.base_model(input_ids=ids[i : i + chunk], use_cache=True)
-        cache = out.past_key_values
+        cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
         ks.append(torch.stack([layer.keys for layer in cache.layers]))
         vs.append(torch.stack([layer.values for layer in cache.layers]))
         pooled.append(out.last_hidden_state.mean(1).float().cpu())
@@ -265,7 +266,9 @@ def _suffix_scores(lm: Any, cache: _Cache, rows: Tensor, embeds: Tensor, label_i
         c.update(cache.keys[i, rows], cache.values[i, rows], i)
     T0, S = cache.keys.shape[3], embeds.shape[1]
     pos = (T0 + torch.arange(S, device=embeds.device)).expand(embeds.shape[0], S)
-    h = lm.base_model(inputs_embeds=embeds, cache=c, position_ids=pos, use_cache=True)[0][:, -1]  # (R, H)
+    # transformers 5 renamed past_key_values to cache; an unknown keyword would be swallowed by **kwargs
+    name = "cache" if "cache" in inspect.signature(lm.base_model.forward).parameters else "past_key_values"
+    h = lm.base_model(inputs_embeds=embeds, position_ids=pos, use_cache=True, **{name: c})[0][:, -1]  # (R, H)
     logp = lm.get_output_embeddings()(h).float().log_softmax(-1)
     return logp[:, label_ids[:, 0]]  # single-token label words: (R, C)
 
