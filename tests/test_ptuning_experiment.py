@@ -104,3 +104,40 @@ def test_quick_preset_real_model(tmp_path: Path) -> None:
     assert all(len(r["correct"]) == 400 for r in runs.values())
     c = by_id["ptuning_vs_handwritten_gpt"]
     assert c.seeds == 3 and c.mde is not None and c.test
+
+
+def test_joint_suffix_training_equals_separate_runs() -> None:
+    """The runs share one batched forward per step; Adam is per parameter and the losses are summed, so each run's
+    prompt ends where it would alone (up to float rounding of the batched matmuls)."""
+    try:
+        lm, tok = ptuning._tiny_model()
+    except DataError as e:  # pragma: no cover - data cache missing
+        pytest.skip(str(e))
+    lm.requires_grad_(False)
+    T = 6
+    cfg = ptuning.Config(models="tiny", steps=5, batch_size=2, lr=1e-2, text_tokens=T)
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randint(100, 5000, (8, T), generator=g).tolist()
+    y = torch.tensor([0, 1] * 4)
+
+    def make(arm: str, seed: int) -> Any:
+        torch.manual_seed(seed)
+        pt = ptuning._make_pt(lm, tok, arm, T, 0.0)
+        rows = torch.arange(8)
+        return ptuning._Run(f"{arm}/{seed}", arm, 8, seed, pt, rows, ptuning._plan(rows, 5, 2, seed), [], [])
+
+    def train(runs: list[Any]) -> None:
+        sfx = [ptuning._Suffix(r.pt, T) for r in runs]
+        cache = ptuning._encode_prefix(lm, torch.tensor([sfx[0].head + t for t in pool]))
+        ptuning._train_suffix(lm, runs, sfx, cache, y, cfg)
+
+    joint = [make("pt_none", 0), make("pt_mlp", 1)]
+    train(joint)
+    for r in joint:
+        alone = make(r.arm, r.seed)
+        train([alone])
+        torch.testing.assert_close(alone.pt.prompt(), r.pt.prompt(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(alone.losses), torch.tensor(r.losses), rtol=1e-4, atol=1e-5)
+    # and the prompts did move (the comparison is not between two untouched starts)
+    start = make("pt_none", 0).pt.prompt()
+    assert not torch.allclose(joint[0].pt.prompt(), start, atol=1e-3)
