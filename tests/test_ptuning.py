@@ -408,3 +408,57 @@ def test_aux_lm_loss_equals_manual_next_token_loss(tok: Any) -> None:
     ]
     torch.testing.assert_close(out["aux_loss"], torch.stack(terms).mean())
     torch.testing.assert_close(out["loss"], out["label_loss"] + out["aux_loss"])
+
+
+# ------------------------------------------------------------------------------------------------ template start
+@pytest.mark.parametrize("prompt", ["none", "mlp", "lstm"])
+def test_ptuning_started_from_a_template_equals_it_at_step_0_then_moves(tok: Any, prompt: str) -> None:
+    """``init_text`` = the template's own words: identical ``inputs_embeds``, hence bitwise-identical logits."""
+    lm = tiny_llama(tok)
+    head, tail = "review :", "all in all, it was"
+    na, nb = (
+        len(tok(head, add_special_tokens=False)["input_ids"]),
+        len(tok(tail, add_special_tokens=False)["input_ids"]),
+    )
+    hand = PTuning(lm, tok, head + "{text}" + tail + "{label}", ["bad", "good"], max_length=40)
+    torch.manual_seed(1)
+    pt = PTuning(lm, tok, f"{{p{na}}}{{text}}{{p{nb}}}{{label}}", ["bad", "good"], prompt=prompt,  # type: ignore[arg-type]
+                 max_length=40, init_text=[head, tail])  # fmt: skip
+    ref = hand.predict(TEXTS)
+    torch.testing.assert_close(pt.predict(TEXTS), ref, rtol=0, atol=0)
+    # negative control: the paper's random start does not reproduce the template
+    rand = PTuning(lm, tok, f"{{p{na}}}{{text}}{{p{nb}}}{{label}}", ["bad", "good"], prompt=prompt,  # type: ignore[arg-type]
+                   max_length=40)  # fmt: skip
+    assert not torch.allclose(rand.predict(TEXTS), ref)
+    # and training moves it off the template (the residual encoders' zero last layer still gets gradient)
+    pt.train()
+    opt = torch.optim.Adam(pt.param_groups(lr_prompt=1e-2))
+    for _ in range(2):
+        opt.zero_grad()
+        pt(*batch(pt.encode(TEXTS)), labels=torch.tensor([1, 0, 1]))["loss"].backward()
+        opt.step()
+    assert not torch.allclose(pt.predict(TEXTS), ref)
+
+
+def test_init_ids_round_trip_through_adapter_and_errors(tok: Any, tmp_path: Any) -> None:
+    lm = tiny_llama(tok)
+    ids = tok("it was", add_special_tokens=False)["input_ids"]
+    pt = PTuning(lm, tok, f"{{text}}{{p{len(ids)}}}{{label}}", ["bad", "good"], prompt="mlp", max_length=40,
+                 init_ids=ids)  # fmt: skip
+    torch.testing.assert_close(pt.prompt(), lm.get_input_embeddings().weight[ids], rtol=0, atol=0)
+    assert "residual=True" in repr(pt)
+    pt.save_pretrained(tmp_path)
+    again = PTuning.from_pretrained(lm, tmp_path, tok)
+    torch.testing.assert_close(again.predict(TEXTS), pt.predict(TEXTS), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one string per prompt group"):
+        PTuning(lm, tok, "{p1}{text}{p1}{label}", ["bad", "good"], max_length=40, init_text="it")
+    with pytest.raises(ValueError, match=r"init_text\[0\]"):
+        PTuning(lm, tok, "{text}{p1}{label}", ["bad", "good"], max_length=40, init_text="it was")
+    with pytest.raises(ValueError, match="init_ids needs 2"):
+        PTuning(lm, tok, "{text}{p2}{label}", ["bad", "good"], max_length=40, init_ids=[5])
+    with pytest.raises(ValueError, match="not both"):
+        PTuning(lm, tok, "{text}{p1}{label}", ["bad", "good"], max_length=40, init_ids=[5], init_text="it")
+    with pytest.raises(ValueError, match="output_init"):
+        PromptEncoder(2, 4, kind="none", init=torch.zeros(2, 4), output_init=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="output_init must have shape"):
+        PromptEncoder(2, 4, kind="lstm", output_init=torch.zeros(3, 4))

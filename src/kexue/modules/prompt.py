@@ -7,7 +7,10 @@ of a PET template with ``m`` trainable vectors. This file holds the ways of prod
   ``kind="mlp"``: a position-indexed embedding through ``Linear(H, H) -> ReLU -> Linear(H, H)``; ``kind="lstm"``: the
   paper's ``MLP(BiLSTM(E))`` with a 2-layer bidirectional LSTM of ``H/2`` units per direction (THUDM/P-tuning
   ``LAMA/p_tuning/prompt_encoder.py``). The encoder input is a trainable position embedding, not the vocabulary
-  embeddings, and the output replaces the pseudo tokens in every example of the batch.
+  embeddings, and the output replaces the pseudo tokens in every example of the batch. With ``output_init`` (e.g.
+  the LM embeddings of a hand-written template's words) the encoders take a **residual form**
+  ``output_init + MLP(...)`` whose last ``Linear`` starts at zero, so the prompt equals ``output_init`` exactly at
+  step 0 and training moves it from there (the template's cue is kept instead of replaced by random vectors).
 * :class:`TokenRows`: Su's variant that trains only a few rows of the LM's own embedding matrix
   (``[unused1..8]`` in his code). Su writes it as ``E * mask + stop_gradient(E) * (1 - mask)``; with AdamW's decoupled
   weight decay that trick still shrinks the "frozen" rows, so here the trainable rows are a **separate parameter**
@@ -103,6 +106,11 @@ class PromptEncoder(nn.Module):
         init: optional ``(m, H)`` initial values; for ``"none"`` they are the vectors themselves, for the
             encoders the input embedding (e.g. the LM embeddings of real words). Default: ``N(0, 0.02^2)``
             free vectors / ``nn.Embedding``'s ``N(0, 1)`` encoder input as in the paper code.
+        output_init: optional ``(m, H)`` values that :meth:`forward` returns at construction. For ``"none"`` the
+            vectors start there (same as ``init``). For ``"mlp"`` / ``"lstm"`` the encoder becomes residual:
+            ``output_init + MLP(BiLSTM(E))`` with ``output_init`` a frozen buffer, the MLP's last ``Linear``
+            zero-initialised (weight and bias, so its output is exactly 0 at step 0) and ``E`` initialised from
+            ``init`` if given, else from ``output_init``. Used to start P-tuning from a hand-written template.
 
     Shape:
         ``forward() -> (m, H)``.
@@ -110,13 +118,19 @@ class PromptEncoder(nn.Module):
     Raises:
         TypeError: sizes that are not ints, ``lstm_dropout`` not a real number, ``init`` not floating point.
         ValueError: an unknown ``kind``, sizes out of range (an odd ``hidden_size`` for ``"lstm"``),
-            ``lstm_dropout`` outside ``[0, 1]``, ``init`` of another shape or with NaN/inf entries.
+            ``lstm_dropout`` outside ``[0, 1]``, ``init`` / ``output_init`` of another shape or with NaN/inf
+            entries, both ``init`` and ``output_init`` for ``kind="none"``.
 
     Example:
         >>> enc = PromptEncoder(4, 8, kind="lstm")
         >>> enc().shape
         torch.Size([4, 8])
+        >>> start = torch.randn(4, 8)
+        >>> torch.equal(PromptEncoder(4, 8, kind="mlp", output_init=start)(), start)
+        True
     """
+
+    base: Tensor | None
 
     def __init__(
         self,
@@ -126,6 +140,7 @@ class PromptEncoder(nn.Module):
         kind: PromptKind = "lstm",
         lstm_dropout: float = 0.0,
         init: Tensor | None = None,
+        output_init: Tensor | None = None,
     ) -> None:
         super().__init__()
         check_choice("kind", kind, _KINDS)
@@ -134,21 +149,28 @@ class PromptEncoder(nn.Module):
         check_real("lstm_dropout", lstm_dropout, low=0.0, high=1.0)
         if kind == "lstm" and hidden_size % 2:
             raise ValueError(f"kind='lstm' needs an even hidden_size (H/2 units per direction), got {hidden_size}")
-        if init is not None:
-            check_float_tensor("init", init, ndim=2, allow_empty=True)
-            if tuple(init.shape) != (num_tokens, hidden_size):
-                raise ValueError(f"init must have shape {(num_tokens, hidden_size)}, got {tuple(init.shape)}")
+        for name, t in (("init", init), ("output_init", output_init)):
+            if t is not None:
+                check_float_tensor(name, t, ndim=2, allow_empty=True)
+                if tuple(t.shape) != (num_tokens, hidden_size):
+                    raise ValueError(f"{name} must have shape {(num_tokens, hidden_size)}, got {tuple(t.shape)}")
+        if kind == "none" and init is not None and output_init is not None:
+            raise ValueError("kind='none': init and output_init both set the vectors; pass one of them")
         self.num_tokens = num_tokens
         self.hidden_size = hidden_size
         self.kind: PromptKind = kind
+        self.residual = output_init is not None and kind != "none"
+        self.register_buffer("base", output_init.detach().clone() if self.residual else None)  # type: ignore[union-attr]
         if kind == "none":
-            w = init.detach().clone() if init is not None else torch.randn(num_tokens, hidden_size) * 0.02
+            start = output_init if output_init is not None else init
+            w = start.detach().clone() if start is not None else torch.randn(num_tokens, hidden_size) * 0.02
             self.weight = nn.Parameter(w)
             return
         self.embedding = nn.Embedding(max(num_tokens, 1), hidden_size)
-        if init is not None and num_tokens:
+        first = init if init is not None else output_init
+        if first is not None and num_tokens:
             with torch.no_grad():
-                self.embedding.weight[:num_tokens].copy_(init)
+                self.embedding.weight[:num_tokens].copy_(first)
         self.lstm: nn.LSTM | None = None
         if kind == "lstm":
             self.lstm = nn.LSTM(
@@ -159,7 +181,13 @@ class PromptEncoder(nn.Module):
                 bidirectional=True,
                 batch_first=True,
             )
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
+        last = nn.Linear(hidden_size, hidden_size)
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), last)
+        if self.residual:
+            # LoRA-style zero start: the correction is exactly 0 at step 0, yet the last layer gets gradient at once
+            # (its input, the hidden ReLU features, is not zero), so the encoder leaves the template from step 1
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self) -> Tensor:
         if self.kind == "none":
@@ -169,10 +197,14 @@ class PromptEncoder(nn.Module):
         h = self.embedding.weight[: self.num_tokens].unsqueeze(0)  # (1, m, H)
         if self.lstm is not None:
             h = self.lstm(h)[0]  # (1, m, H): both directions concatenated
-        return self.mlp(h).squeeze(0)
+        out = self.mlp(h).squeeze(0)
+        if self.base is not None:
+            out = self.base.to(out.dtype) + out
+        return out
 
     def extra_repr(self) -> str:
-        return f"num_tokens={self.num_tokens}, hidden_size={self.hidden_size}, kind={self.kind!r}"
+        res = ", residual=True" if self.residual else ""
+        return f"num_tokens={self.num_tokens}, hidden_size={self.hidden_size}, kind={self.kind!r}{res}"
 
 
 class TokenRows(nn.Module):

@@ -5,7 +5,7 @@ Article: https://kexue.fm/archives/8295 (Su); paper: arXiv 2103.10385 (P-tuning)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -88,12 +88,20 @@ class PTuning(nn.Module):
         kind: ``"causal"`` or ``"mlm"``; inferred from the model class when ``None``.
         add_bos: prepend the tokenizer's BOS token (causal LMs; default: no). Masked LMs always get
             ``[CLS] ... [SEP]``.
+        init_text: start the prompt vectors at the LM's input embeddings of real words: one string per ``{pN}``
+            group in template order (a single string when there is one group), each tokenising to exactly ``N``
+            tokens. With the literal words of a hand-written template, P-tuning equals that template at step 0
+            (same ``inputs_embeds``, so the same logits). ``"mlp"`` / ``"lstm"`` encoders then take the residual
+            form ``init + MLP(...)`` with a zero-initialised last layer (see :class:`~kexue.modules.PromptEncoder`).
+            Default: random prompts (the paper's initialisation).
+        init_ids: the same with the ``m`` vocabulary ids given directly (not together with ``init_text``).
 
     Raises:
         ValueError: causal LM with the label slot not last; verbalizer word unknown/empty/multi-token when
             ``single_token``; ``max_length`` below 1, above the model's position limit or too short for the
             template; an unknown ``prompt``; ``aux_weight`` negative or non-finite; ``mlm_probability`` outside
-            ``(0, 1)``; in ``forward``, ``labels`` of another shape than ``(B,)`` or outside ``[0, C)``.
+            ``(0, 1)``; ``init_text`` / ``init_ids`` of the wrong count or length, or ids outside the vocabulary;
+            in ``forward``, ``labels`` of another shape than ``(B,)`` or outside ``[0, C)``.
         TypeError: unknown model type; a hyperparameter of the wrong type; in ``forward``, ``labels`` that are
             not an integer tensor.
 
@@ -121,6 +129,8 @@ class PTuning(nn.Module):
         max_length: int = 128,
         kind: LMKind | None = None,
         add_bos: bool = False,
+        init_text: str | Sequence[str] | None = None,
+        init_ids: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         kind = kind if kind is not None else lm_kind(model)
@@ -157,7 +167,9 @@ class PTuning(nn.Module):
         self.register_buffer("label_ids", self.layout.label_tensor(), persistent=False)
         # a template without {pN} (plain PET) gets an empty prompt: no encoder parameters at all
         m = template.num_prompts
-        self.prompt = PromptEncoder(m, emb.embedding_dim, kind=prompt if m else "none")
+        self.init_ids = self._init_ids(init_text, init_ids, m)
+        start = emb.weight.detach()[torch.tensor(self.init_ids, dtype=torch.long)].clone() if self.init_ids else None
+        self.prompt = PromptEncoder(m, emb.embedding_dim, kind=prompt if m else "none", output_init=start)
         self.rows: TokenRows | None = None
         if self.layout.row_tokens:
             self.rows = TokenRows(emb.weight, list(self.layout.row_tokens.values()))
@@ -168,6 +180,39 @@ class PTuning(nn.Module):
         self.head_name = head_name(model)
         self.register_state_dict_post_hook(_trained_state_only)
         self.register_load_state_dict_post_hook(_allow_unsaved_keys)
+
+    def _init_ids(
+        self, init_text: str | Sequence[str] | None, init_ids: Sequence[int] | None, m: int
+    ) -> list[int] | None:
+        """The ``m`` vocabulary ids whose embeddings start the prompt vectors (``None``: random start)."""
+        if init_text is not None and init_ids is not None:
+            raise ValueError("pass init_text or init_ids, not both")
+        if init_text is not None:
+            groups = [int(v) for k, v in self.template.parts if k == "prompt"]
+            texts = [init_text] if isinstance(init_text, str) else list(init_text)
+            if len(texts) != len(groups):
+                raise ValueError(
+                    f"init_text needs one string per prompt group {groups} of {self.template.pattern!r}, got "
+                    f"{len(texts)}: {texts!r}"
+                )
+            ids: list[int] = []
+            for i, (piece, n) in enumerate(zip(texts, groups)):
+                got = self.layout.tokenize(piece)
+                if len(got) != n:
+                    raise ValueError(
+                        f"init_text[{i}]={piece!r} tokenises to {len(got)} tokens {got}, its group has {n}"
+                    )
+                ids += got
+            return ids
+        if init_ids is None:
+            return None
+        if isinstance(init_ids, (str, bytes)) or not isinstance(init_ids, Sequence):
+            raise TypeError(f"init_ids must be a sequence of ints, got {type(init_ids).__name__}")
+        if len(init_ids) != m:
+            raise ValueError(f"init_ids needs {m} ids (one per prompt vector), got {len(init_ids)}")
+        for i, t in enumerate(init_ids):
+            check_int(f"init_ids[{i}]", t, low=0, high=self.vocab_size - 1)
+        return [int(t) for t in init_ids]
 
     # ----------------------------------------------------------------------------------------- layout
     @property
@@ -363,6 +408,7 @@ class PTuning(nn.Module):
             "mlm_probability": self.mlm_probability,
             "max_length": self.max_length,
             "add_bos": self.add_bos,
+            "init_ids": self.init_ids,
             "vocab_size": self.vocab_size,
             "label_token_ids": self.layout.label_ids,
         }
@@ -436,6 +482,7 @@ class PTuning(nn.Module):
             max_length=config["max_length"],
             kind=config["kind"],
             add_bos=config["add_bos"],
+            init_ids=config.get("init_ids"),
         )
         if pt.layout.label_ids != config["label_token_ids"]:
             raise ValueError(
