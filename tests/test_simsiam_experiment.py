@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from kexue.experiments import simsiam as exp
-from kexue.experiments._base import KINDS, VERDICTS
+from kexue.experiments._base import KINDS, VERDICTS, claim
 
 
 @pytest.mark.parametrize(
@@ -80,6 +80,15 @@ def test_expansion_ratio_of_a_linear_map_is_two_over_one_plus_one_over_m() -> No
     x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     r = exp._expansion_ratio(cfg, _Linear(), x, seed=0, strength=1.0)
     assert r == pytest.approx(2 / (1 + 1 / 4), rel=0.05)
+
+
+def test_inconclusive_claims_say_why() -> None:
+    c = claim("baseline_learns", "s", "src", holds=None, evidence="e", seeds=3, mde=0.067)
+    assert "exceeds the effect 0.02" in exp._explain(c).evidence
+    c = claim("mean_view_features", "s", "src", holds=None, evidence="e", seeds=3, mde=0.05)
+    assert "no effect size" in exp._explain(c).evidence
+    done = claim("baseline_learns", "s", "src", holds=True, evidence="e", seeds=3, mde=0.067)
+    assert exp._explain(done).evidence == "e"
 
 
 def test_smoke_preset(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ random initialisation and with the other arms of the same seed by a **paired t t
 (:mod:`kexue.experiments.stats`: Student critical values, two-sided 5 %). Every verdict states its seeds and its
 minimum detectable effect (MDE, power 0.8). Where the article or paper gives an effect size, a test that stays
 undecided although its MDE is below that effect counts as *not reproduced* (a design that could have seen the
-effect and did not); otherwise an undecided test is inconclusive.
+effect and did not); otherwise an undecided test is inconclusive, and its evidence says whether its MDE exceeds
+the source's effect (not decidable at this budget) or the source gives none.
 
 **Setting.** Fashion-MNIST downsampled once to ``image_size`` (16x16 at ``quick``, bilinear with antialiasing);
 encoder :class:`kexue.modules.SmallBNCNN` (three conv-BN-ReLU blocks, global pooling; SimSiam's Table 3: without
@@ -104,7 +105,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -708,6 +709,30 @@ def _joint(cid: str, source: str, parts: list[tuple[str, Claim]], prefix: str = 
     )
 
 
+# The effect each claim's source reports, in the units of its deciding test (None: no effect size given).
+EFFECTS: dict[str, float] = {
+    "baseline_learns": LEARN_EFFECT,
+    "byol_learns": LEARN_EFFECT,
+    "no_stopgrad_collapses": 0.676,
+    "no_predictor_collapses": 0.676,
+    "slow_predictor_collapses_more": 0.2,
+}
+
+
+def _explain(c: Claim) -> Claim:
+    """Say in the evidence why an inconclusive claim stayed undecided: its MDE against the source's effect."""
+    if c.verdict != "inconclusive" or c.mde is None:
+        return c
+    effect = EFFECTS.get(c.id)
+    if effect is not None and c.mde > effect:
+        why = f"Undecided: the MDE {c.mde:.3g} exceeds the effect {effect:g}, not decidable at this budget."
+    elif effect is not None:
+        why = f"Undecided although the MDE {c.mde:.3g} is below the effect {effect:g}."
+    else:
+        why = f"Undecided beyond noise at {c.seeds} seeds (MDE {c.mde:.3g}); the source gives no effect size."
+    return replace(c, evidence=f"{c.evidence}. {why}")
+
+
 def _training_claims(
     cfg: Config, summary: dict[str, Any], rnd: dict[str, list[float]], pixels: dict[str, list[float]]
 ) -> list[Claim]:
@@ -816,8 +841,10 @@ def _training_claims(
                 cid,
                 PAPER,
                 [("probe of z (margin 0.10)", zp), ("effective rank of z", rk)],
-                prefix=f"d={cfg.dim}; backbone probe {v} {_fmt(s['probe'])} vs baseline {_fmt(b['probe'])}; final "
-                f"loss {_fmt(s['final_loss'])} vs {_fmt(b['final_loss'])}; the paper's train-mode std of z/||z|| "
+                prefix="the probe of z tests the paper's collapse (to chance accuracy), the effective rank a "
+                f"dimensional collapse; d={cfg.dim}; backbone probe {v} {_fmt(s['probe'])} vs baseline "
+                f"{_fmt(b['probe'])}; final loss {_fmt(s['final_loss'])} vs {_fmt(b['final_loss'])}; the paper's "
+                "train-mode std of z/||z|| "
                 f"(pinned near 1/sqrt(d) = {1 / math.sqrt(cfg.dim):.3f} by the output BN, decides nothing) "
                 f"{_fmt(s['std'])} vs {_fmt(b['std'])}. ",
             )
@@ -970,7 +997,7 @@ def _training_claims(
     else:
         absent("mean_view_features", "mean_view", ARTICLE)
 
-    return claims
+    return [_explain(c) for c in claims]
 
 
 def _plots(
