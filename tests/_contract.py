@@ -1315,6 +1315,18 @@ register(
 )
 register(
     Entry(
+        name=("SmallBNCNN",),
+        fn=lambda x, **kw: _built(lambda: MO.SmallBNCNN(**{"width": 2, **kw}), _float_dtype(x))(x),
+        make=lambda dt, g: Call([_randn(g, 3, 1, 8, 8, dtype=dt)], {}),
+        float_args={0: "x"},
+        hparams={"in_channels": "posint", "width": "posint"},
+        wrong_rank={0: lambda x: x[:, 0]},
+        grad_fast=True,
+        autocast=torch.bfloat16,  # convolutions run in bf16 under autocast
+    )
+)
+register(
+    Entry(
         name=("DCGANAutoencoder",),
         fn=lambda x, **kw: _built(lambda: MO.DCGANAutoencoder(**{"width": 2, "latent_dim": 4, **kw}), _float_dtype(x))(
             x

@@ -1,7 +1,7 @@
 """nn.Modules with parameters: backbones, heads, encoders."""
 
 from .autoencoder import DCGANAutoencoder
-from .cnn import SmallCNN
+from .cnn import SmallBNCNN, SmallCNN
 from .heads import (
     BYOLPredictionHead,
     BYOLProjectionHead,
@@ -23,6 +23,7 @@ __all__ = [
     "PromptKind",
     "SimSiamPredictionHead",
     "SimSiamProjectionHead",
+    "SmallBNCNN",
     "SmallCNN",
     "SoftTopKRouter",
     "SyncBatchNorm1d",

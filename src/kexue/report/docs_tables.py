@@ -337,12 +337,10 @@ def _simsiam_metrics(run: dict[str, Any]) -> list[str]:
         return []
     out: list[str] = []
     rows = []
-    rand = metrics.get("random_init", {})
-    if rand.get("probe"):
-        rows.append(
-            ["random-init encoder", str(len(rand["probe"])), _ms(rand["probe"], 3), _ms(rand.get("knn", []), 3)]
-            + ["—"] * 3
-        )
+    for label, key in (("raw pixels", "pixels"), ("random-init encoder", "random_init")):
+        ref = metrics.get(key, {})
+        if ref.get("probe"):
+            rows.append([label, str(len(ref["probe"])), _ms(ref["probe"], 3), _ms(ref.get("knn", []), 3)] + ["—"] * 4)
     for name, r in runs.items():
         if not r.get("probe"):
             continue
@@ -352,6 +350,7 @@ def _simsiam_metrics(run: dict[str, Any]) -> list[str]:
                 str(len(r["probe"])),
                 _ms(r["probe"], 3),
                 _ms(r.get("knn", []), 3),
+                _ms(r.get("z_probe", []), 3),
                 _ms(r.get("erank", []), 2),
                 _ms(r.get("std", []), 3),
                 _ms(r.get("final_loss", []), 3),
@@ -359,24 +358,29 @@ def _simsiam_metrics(run: dict[str, Any]) -> list[str]:
         )
     d = metrics.get("d")
     out += _table(
-        "Fashion-MNIST, per variant: accuracy of the backbone features (linear probe, kNN), effective rank of the "
-        f"projection z{f' (of d = {d})' if d else ''}, the paper's train-mode std of z/‖z‖ (pinned near 1/√d by "
-        "the output BatchNorm, decides nothing) and the final training loss (mean ± sample std over seeds)",
-        ("variant", "seeds", "linear probe", "kNN", "effective rank", "std of z/‖z‖", "final loss"),
-        ("l", "r", "r", "r", "r", "r", "r"),
+        "Fashion-MNIST, per arm: accuracy of the backbone features (linear probe, kNN) on the test set, the probe "
+        f"of the projection z and its effective rank{f' (of d = {d})' if d else ''}, the paper's train-mode std "
+        "of z/‖z‖ (pinned near 1/√d by the output BatchNorm, decides nothing) and the final training loss (mean ± "
+        "sample std over seeds)",
+        ("arm", "seeds", "linear probe", "kNN", "probe of z", "effective rank of z", "std of z/‖z‖", "final loss"),
+        ("l", "r", "r", "r", "r", "r", "r", "r"),
         rows,
     )
-    rows = [
-        [
-            f"`{name}`",
-            str(len(r["pred_over_enc_rel_update"])),
-            _ms(r["pred_over_enc_rel_update"], 2),
-            _ms(r.get("pred_over_enc_first_10pct", []), 2),
-            _ms(r.get("pred_over_enc_last_10pct", []), 2),
+    rows = []
+    for name, r in runs.items():
+        whole = r.get("pred_over_enc_rel_update") or [
+            p / e for p, e in zip(r.get("pred_rel_update_mean", []), r.get("enc_rel_update_mean", [])) if e
         ]
-        for name, r in runs.items()
-        if r.get("pred_over_enc_rel_update")
-    ]
+        if whole:
+            rows.append(
+                [
+                    f"`{name}`",
+                    str(len(whole)),
+                    _ms(whole, 2),
+                    _ms(r.get("pred_over_enc_first_10pct", []), 2),
+                    _ms(r.get("pred_over_enc_last_10pct", []), 2),
+                ]
+            )
     out += _table(
         "Relative update per step ‖Δ‖/‖param‖, predictor over encoder (above 1 = the predictor moves faster; mean "
         "± sample std over seeds)",
@@ -384,6 +388,16 @@ def _simsiam_metrics(run: dict[str, Any]) -> list[str]:
         ("l", "r", "r", "r", "r"),
         rows,
     )
+    er = runs.get("baseline", {}).get("expansion_ratio")
+    if isinstance(er, dict) and er:
+        out += _table(
+            "First-order expansion ratio E‖F(T₂x) − F(T₁x)‖² / E‖F(Tx) − F(x̄)‖² of the trained baseline encoder per "
+            "augmentation strength (1 = the training augmentation; a linear F gives 2 / (1 + 1/M); mean ± sample std "
+            "over seeds)",
+            ("strength", "seeds", "ratio"),
+            ("r", "r", "r"),
+            [[s, str(len(v)), _ms(v, 3)] for s, v in er.items()],
+        )
     rows = [
         [
             f"`{name}`",
