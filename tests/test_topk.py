@@ -418,6 +418,20 @@ def test_article_laplace_misses_k_above_half() -> None:
     torch.testing.assert_close(p, ref.threshold_bisection(torch.from_numpy(x), 3, "laplace")[0])
 
 
+def test_laplace_more_than_k_entries_above_lambda() -> None:
+    # three tied entries share k = 2, each f = 2/3 > 1/2: three entries above lambda, one more than the top k + 1
+    # head read first holds candidates for, so the longer head (top 2k) is read; per-row k mixes both cases
+    x = torch.tensor([[0.0, 0.0, 0.0, -50.0, -60.0], [3.0, 1.0, 0.0, -1.0, -2.0]], dtype=torch.float64)
+    for k in (2, torch.tensor([2, 1])):
+        p = soft_topk(x, k, method="laplace")
+        kk = torch.as_tensor(k).expand(2)
+        for r in range(2):
+            torch.testing.assert_close(p[r], ref.threshold_bisection(x[r], int(kk[r]), "laplace")[0])
+    torch.testing.assert_close(p[0, :3], torch.full((3,), 2 / 3, dtype=torch.float64))
+    xg = x.clone().requires_grad_(True)
+    assert gradcheck(lambda t: soft_topk(t, 2, method="laplace"), (xg,))
+
+
 def test_article_laplace_breaks_on_ties() -> None:
     x = np.array([3.0, 2.0, 2.0, 1.0])
     with pytest.raises(ValueError, match="consistent"):

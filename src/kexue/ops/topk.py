@@ -209,9 +209,12 @@ def _scale(xa: Tensor, temperature: float | Tensor) -> Tensor:
 
 
 def _head_size(method: str, k: int, n: int) -> int:
-    """How many of the largest scores a method reads for 1 <= k <= n - 1 (always at least k)."""
-    if method == "laplace":
+    """How many of the largest scores a method reads first for 1 <= k <= n - 1 (always at least k)."""
+    if method == "laplace" and is_compiling():
         return min(n, 2 * k)  # entries above lambda have f > 1/2, so fewer than 2k of them
+    if method == "laplace":
+        # eagerly: the top k + 1 first, which usually hold every entry above lambda (the full 2k only when not)
+        return min(n, k + 1)
     if method == "sigmoid":
         return k + 1  # the (k+1)-th value bounds the bracket
     return k  # exp: at most k - 1 entries saturate; all methods: the anchor and the hard mask
@@ -260,7 +263,7 @@ def _lambda_exp(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     return s.gather(-1, first).squeeze(-1) + offset.gather(-1, first).squeeze(-1)
 
 
-def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
+def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float, complete: bool) -> tuple[Tensor, Tensor]:
     """Threshold for the Laplace CDF: Su's closed form with both reference-code bugs fixed (anchored space).
 
     With m entries above lambda, A = sum_{i<m} e^{-s_i}, B = sum_{i>=m} e^{s_i}, c = k - m, the condition
@@ -271,6 +274,13 @@ def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     is the consistent one (tie-safe: the article's code broadcasts several candidates under ties). Since
     entries above lambda exceed 1/2, m < 2k, so only the top min(n, 2 kmax) values are needed. As for exp,
     ``lambda <= log n`` in the anchored space, and candidates with ``s_m > bound`` are skipped.
+
+    ``complete``: the head holds the top min(n, 2 kmax) values (every candidate). Otherwise candidates m < h only
+    are tried (m = h needs the unknown s_h); the first consistent one among them is the same as with the full
+    head, and rows without one are reported.
+
+    Returns:
+        lambda (R,) and whether each row found its candidate (R,) bool (always True when ``complete``).
     """
     h = s.shape[-1]
     log_b = suf  # (R, h + 1), m = 0..h
@@ -285,9 +295,11 @@ def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     lam = torch.where(c >= 0, log_b - log_root, log_root - log_a)
     s_next = torch.cat([s, torch.full_like(s[:, :1], -math.inf)], dim=-1)  # s_m, with s_h = -inf
     cond = (lam >= s_next) & (s_next <= bound)
-    # the last candidate is unreachable when h < n (m* < 2k <= h) and exact when h == n
-    cond = cond | (m == h)
-    return lam.gather(-1, _first_true(cond)).squeeze(-1)
+    found = cond[:, :h].any(-1)
+    if complete:
+        # the last candidate is unreachable when h < n (m* < 2k <= h) and exact when h == n
+        cond = cond | (m == h)
+    return lam.gather(-1, _first_true(cond)).squeeze(-1), found | complete
 
 
 def _sigmoid_sides(z_a: Tensor, z_t: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -383,7 +395,7 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
 
 def _threshold_forward(
     z: Tensor, k: Tensor, k_int: int | None, method: str, s: Tensor, idx: Tensor
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """``p = f(z - lambda(z))`` and ``w = f'(z - lambda)``, each computed accurately, on (R, n) anchored rows.
 
     ``w`` is evaluated from ``t = z - lambda`` (the small side of f), not from p: where p rounds to 1, ``p (1 - p)``
@@ -395,26 +407,50 @@ def _threshold_forward(
         k: (R,) per-row k; ``k_int`` the common k, if every row has the same.
         method: ``"exp"``, ``"sigmoid"`` or ``"laplace"``.
         s: (R, h) the h largest entries of each row, descending; idx: (R, h) their positions.
+
+    Returns:
+        p, w and the head's positions (laplace reads a longer head when the first one is too short).
     """
     n = z.shape[-1]
     if method == "sigmoid":
-        return _solve_sigmoid(z, k, k_int, s, idx)
+        return (*_solve_sigmoid(z, k, k_int, s, idx), idx)
     if method == "exp" and k_int == 1:
         # lambda = logsumexp z, which lies above every entry (nothing saturates): exactly softmax (article),
         # and f'(t) = e^t = p everywhere
         p = torch.softmax(z, dim=-1)
-        return p, p
-    h = s.shape[-1]
-    # logsumexp of the entries outside the head
-    rest = z.scatter(-1, idx, -math.inf).logsumexp(-1) if h < n else torch.full_like(z[:, 0], -math.inf)
-    suf = _suffix_lse(s, rest)  # (R, h + 1)
-    bound = math.log(n) + 1.0
+        return p, p, idx
     if method == "exp":
-        lam = _lambda_exp(s, suf, k, bound)[:, None]
+        suf = _suffix_lse(s, _rest_lse(z, s, idx))  # (R, h + 1)
+        lam = _lambda_exp(s, suf, k, math.log(n) + 1.0)[:, None]
         p = torch.sub(z, lam).exp_().clamp_max_(1.0)
         # f'(t) = e^t below the kink: from t, not from p, which rounds to 1 for t just below 0
-        return p, p * (z < lam)
-    lam = _lambda_laplace(s, suf, k, bound)
+        return p, p * (z < lam), idx
+    # eagerly the head is the top k + 1 (see _head_size): enough unless more than k entries lie above lambda
+    full = min(n, 2 * (k_int if k_int is not None else int(k.max()))) if not is_compiling() else s.shape[-1]
+    if s.shape[-1] < full:
+        lam, found = _threshold_laplace(z, k, s, idx, complete=False)
+        if bool(found.all()):  # one sync; the longer head (a second topk) is rarely needed
+            return (*_laplace_p(z, lam), idx)
+        s, idx = z.topk(full, dim=-1)
+    lam, _ = _threshold_laplace(z, k, s, idx, complete=True)
+    return (*_laplace_p(z, lam), idx)
+
+
+def _rest_lse(z: Tensor, s: Tensor, idx: Tensor) -> Tensor:
+    """logsumexp of each row's entries outside the head ``idx`` (-inf when the head is the whole row)."""
+    if s.shape[-1] < z.shape[-1]:
+        return z.scatter(-1, idx, -math.inf).logsumexp(-1)
+    return torch.full_like(z[:, 0], -math.inf)
+
+
+def _threshold_laplace(z: Tensor, k: Tensor, s: Tensor, idx: Tensor, complete: bool) -> tuple[Tensor, Tensor]:
+    """The Laplace threshold from the head ``s`` (see :func:`_lambda_laplace`); ``complete``: h = min(n, 2k)."""
+    suf = _suffix_lse(s, _rest_lse(z, s, idx))  # (R, h + 1)
+    return _lambda_laplace(s, suf, k, math.log(z.shape[-1]) + 1.0, complete)
+
+
+def _laplace_p(z: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """p and w = f'(t) at ``t = z - lambda`` for the Laplace CDF."""
     t = z - lam[:, None]
     # Laplace CDF from its small side e^{-|t|} / 2, which is also f'(t): no overflow, no cancellation
     w = torch.exp(-t.abs()).mul_(0.5)
@@ -476,7 +512,7 @@ class _ThresholdTopK(torch.autograd.Function):
         idx: Tensor,
     ) -> Tensor:
         z = _scale_values(x - anchor, temperature)  # (R, n): the k-th largest entry of each row is 0
-        p, w = _threshold_forward(z, k, k_int, method, z.gather(-1, idx), idx)
+        p, w, idx = _threshold_forward(z, k, k_int, method, z.gather(-1, idx), idx)
         # exp with k = 1 is softmax: its backward is the fused softmax VJP (same formula, w = p)
         ctx.method = "softmax" if method == "exp" and k_int == 1 else method
         if isinstance(temperature, Tensor):
