@@ -144,14 +144,17 @@ def _validate_args(
 # the anchored, scaled space
 
 
-def _scale_values(xa: Tensor, temperature: float | Tensor) -> Tensor:
-    """``clamp(xa / temperature, -B, B)``, finite for every temperature > 0 (no autograd bookkeeping)."""
+def _scale_values(xa: Tensor, temperature: float | Tensor, *, fresh: bool = False) -> Tensor:
+    """``clamp(xa / temperature, -B, B)``, finite for every temperature > 0 (no autograd bookkeeping).
+
+    ``fresh``: ``xa`` is a temporary of the caller's, which a unit temperature clamps in place (one pass less).
+    """
     fi = torch.finfo(xa.dtype)
     if isinstance(temperature, Tensor):
         # a temperature outside the dtype's normal range only moves entries that are clamped anyway
         return (xa / temperature.to(xa.dtype).clamp(fi.tiny, 1.0 / fi.tiny)).clamp_(-_BOUND, _BOUND)
     if temperature == 1.0:
-        return xa.clamp(-_BOUND, _BOUND)
+        return xa.clamp_(-_BOUND, _BOUND) if fresh else xa.clamp(-_BOUND, _BOUND)
     if fi.tiny <= temperature <= 1.0 / fi.tiny:
         return (xa / temperature).clamp_(-_BOUND, _BOUND)
     # the temperature itself is not a normal number of the dtype (e.g. 1e-40 in float32, where x / t would
@@ -320,8 +323,10 @@ def _sigmoid_update(
     u: Tensor, v: Tensor, a: Tensor, b: Tensor, g: Tensor, lam: Tensor, lo: Tensor, hi: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One safeguarded Newton step on G: the bracket shrinks with the sign of G; a step outside it bisects."""
-    # -G' = sum_A w / A + sum_B w / B with sum w = sum u - sum u^2
-    dg = torch.rsub(torch.linalg.vecdot(u, u) / a, 2.0) - torch.linalg.vecdot(v, v) / b
+    # -G' = sum_A w / A + sum_B w / B with sum w = sum u - sum u^2 (sum u^2 as a squared norm: one pass, no
+    # temporary; it only sets the step, so its last-bit rounding does not matter)
+    uu = torch.linalg.vector_norm(u, dim=-1).square_()
+    dg = torch.rsub(uu / a, 2.0) - torch.linalg.vecdot(v, v) / b
     newton = torch.addcdiv(lam, g, dg.nan_to_num(nan=1.0))
     pos = g > 0
     lo = torch.where(pos, lam, lo)
@@ -333,7 +338,9 @@ def _sigmoid_step(z_a: Tensor, z_t: Tensor, lam: Tensor, lo: Tensor, hi: Tensor)
     return _sigmoid_update(*_sigmoid_sides(z_a, z_t, lam), lam, lo, hi)
 
 
-def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+def _solve_sigmoid(
+    z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tensor, inplace: bool = False
+) -> tuple[Tensor, Tensor]:
     """``p = sigmoid(z - lambda)`` with ``sum p = k`` in the anchored space; returns p and ``w = p (1 - p)``.
 
     With T the k largest entries, the residual ``sum p - k = A - B`` (module docstring) and Newton runs on
@@ -348,17 +355,19 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
         z: (R, n) anchored scores (k-th largest = 0), 1 <= k <= n - 1.
         k: (R,) per-row k; ``k_int`` the common k, if every row has the same.
         s: (R, h) the largest entries, descending, h >= max k + 1; idx: (R, h) their positions.
+        inplace: ``z`` may be overwritten (it is a temporary of the caller's).
     """
     n = z.shape[-1]
     kk = k.to(z.dtype)
     if k_int is not None:
         in_top = None
         z_t = s[:, :k_int]  # (R, k): T's entries
-        z_a = z.scatter(-1, idx[:, :k_int], -math.inf)  # (R, n): T's entries at -inf add nothing to A
+        # (R, n): T's entries at -inf add nothing to A
+        z_a = z.scatter_(-1, idx[:, :k_int], -math.inf) if inplace else z.scatter(-1, idx[:, :k_int], -math.inf)
     else:
         in_top = torch.arange(s.shape[-1], device=z.device) < k[:, None]  # (R, h): T is the head's first k
         z_t = torch.where(in_top, s, math.inf)  # +inf adds nothing to B
-        z_a = z.scatter(-1, idx, torch.where(in_top, -math.inf, s))
+        z_a = (z.scatter_ if inplace else z.scatter)(-1, idx, torch.where(in_top, -math.inf, s))
     s_k = s.gather(-1, k[:, None]).squeeze(-1)
     lo = s_k - torch.log(kk)
     hi = torch.log(n - kk)
@@ -385,16 +394,18 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
             u, v, _, _, _ = _sigmoid_sides(z_a, z_t, lam)
     w = torch.addcmul(u, u, u, value=-1.0)  # u (1 - u); T's entries are filled in below
     w_t = torch.addcmul(v, v, v, value=-1.0)
+    # u and w are the solver's own temporaries: T's entries are written in place (no copies of the rows)
     if in_top is None:
         assert k_int is not None
         top = idx[:, :k_int]
-        return u.scatter(-1, top, 1 - v), w.scatter(-1, top, w_t)
-    p = u.scatter(-1, idx, torch.where(in_top, 1 - v, u.gather(-1, idx)))
-    return p, w.scatter(-1, idx, torch.where(in_top, w_t, w.gather(-1, idx)))
+        return u.scatter_(-1, top, 1 - v), w.scatter_(-1, top, w_t)
+    w_t = torch.where(in_top, w_t, w.gather(-1, idx))
+    u.scatter_(-1, idx, torch.where(in_top, 1 - v, u.gather(-1, idx)))
+    return u, w.scatter_(-1, idx, w_t)
 
 
 def _threshold_forward(
-    z: Tensor, k: Tensor, k_int: int | None, method: str, s: Tensor, idx: Tensor
+    z: Tensor, k: Tensor, k_int: int | None, method: str, s: Tensor, idx: Tensor, inplace: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``p = f(z - lambda(z))`` and ``w = f'(z - lambda)``, each computed accurately, on (R, n) anchored rows.
 
@@ -407,13 +418,14 @@ def _threshold_forward(
         k: (R,) per-row k; ``k_int`` the common k, if every row has the same.
         method: ``"exp"``, ``"sigmoid"`` or ``"laplace"``.
         s: (R, h) the h largest entries of each row, descending; idx: (R, h) their positions.
+        inplace: ``z`` may be overwritten (it is a temporary of the caller's).
 
     Returns:
         p, w and the head's positions (laplace reads a longer head when the first one is too short).
     """
     n = z.shape[-1]
     if method == "sigmoid":
-        return (*_solve_sigmoid(z, k, k_int, s, idx), idx)
+        return (*_solve_sigmoid(z, k, k_int, s, idx, inplace), idx)
     if method == "exp" and k_int == 1:
         # lambda = logsumexp z, which lies above every entry (nothing saturates): exactly softmax (article),
         # and f'(t) = e^t = p everywhere
@@ -511,8 +523,10 @@ class _ThresholdTopK(torch.autograd.Function):
         method: str,
         idx: Tensor,
     ) -> Tensor:
-        z = _scale_values(x - anchor, temperature)  # (R, n): the k-th largest entry of each row is 0
-        p, w, idx = _threshold_forward(z, k, k_int, method, z.gather(-1, idx), idx)
+        z = _scale_values(x - anchor, temperature, fresh=True)  # (R, n): the k-th largest entry of each row is 0
+        # z is saved for a tensor temperature's gradient; otherwise the solver may overwrite it
+        keep = isinstance(temperature, Tensor)
+        p, w, idx = _threshold_forward(z, k, k_int, method, z.gather(-1, idx), idx, inplace=not keep)
         # exp with k = 1 is softmax: its backward is the fused softmax VJP (same formula, w = p)
         ctx.method = "softmax" if method == "exp" and k_int == 1 else method
         if isinstance(temperature, Tensor):
