@@ -223,6 +223,32 @@ def _head_size(method: str, k: int, n: int) -> int:
     return k  # exp: at most k - 1 entries saturate; all methods: the anchor and the hard mask
 
 
+def _largest(x: Tensor, h: int) -> tuple[Tensor, Tensor]:
+    """The h largest entries of each row of ``x`` (R, n), descending, and their positions (1 <= h <= n).
+
+    The values are those of ``x.topk(h)``. For long rows (eagerly) torch.topk runs on a short list of candidates:
+    the rows are cut into chunks of c entries, and the h largest entries lie in the h chunks with the largest
+    maxima (any other chunk's entries are at most its maximum, and h chosen maxima are at least that), plus the
+    tail of the row that fills no chunk. One pass over the row (the chunk maxima) instead of torch.topk's partial
+    sort of the whole row; among tied values, other positions than torch.topk's may be picked.
+    """
+    r, n = x.shape
+    if h == 1:
+        return x.max(-1, keepdim=True)  # cheaper than topk for the one largest
+    # chunk size: a power of two near sqrt(n / h) (about as many chunks as candidates), at least 64 (the maxima
+    # of short chunks are a slow reduction)
+    c = max(64, 1 << (math.isqrt(n // h).bit_length() - 1))
+    if is_compiling() or n < 8192 or 4 * h * c > n:
+        return x.topk(h, dim=-1)
+    m = n // c
+    chunk = x[:, : m * c].reshape(r, m, c).amax(-1).topk(h, dim=-1, sorted=False).indices  # (R, h)
+    pos = (chunk[:, :, None] * c + torch.arange(c, device=x.device)).reshape(r, h * c)
+    if m * c < n:
+        pos = torch.cat([pos, torch.arange(m * c, n, device=x.device).expand(r, n - m * c)], dim=-1)
+    vals, j = x.gather(-1, pos).topk(h, dim=-1)
+    return vals, pos.gather(-1, j)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # threshold constructions: lambda solvers (no autograd) and the shared implicit-gradient Function
 
@@ -443,7 +469,7 @@ def _threshold_forward(
         lam, found = _threshold_laplace(z, k, s, idx, complete=False)
         if bool(found.all()):  # one sync; the longer head (a second topk) is rarely needed
             return (*_laplace_p(z, lam), idx)
-        s, idx = z.topk(full, dim=-1)
+        s, idx = _largest(z, full)
     lam, _ = _threshold_laplace(z, k, s, idx, complete=True)
     return (*_laplace_p(z, lam), idx)
 
@@ -679,7 +705,8 @@ def _soft_topk_rows(z0: Tensor, k: Tensor | int, method: str, temperature: float
     else:
         h = _head_size(method, kmax, n)
         # the h largest, descending (max is cheaper than topk for the one largest)
-        vals, idx = z0.detach().max(-1, keepdim=True) if h == 1 else z0.detach().topk(h, dim=-1)
+        # (the hard mask breaks ties as torch.topk does)
+        vals, idx = z0.detach().topk(h, dim=-1) if hard and h > 1 else _largest(z0.detach(), h)
         anchor = vals[:, kmax - 1 : kmax] if k_int is not None else vals.gather(-1, kc[:, None] - 1)
         if method in _THRESHOLD:
             p = _ThresholdTopK.apply(z0, anchor, temperature, kc, k_int, method, idx)
