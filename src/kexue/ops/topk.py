@@ -338,8 +338,9 @@ def _sigmoid_sides(z_a: Tensor, z_t: Tensor, lam: Tensor) -> tuple[Tensor, Tenso
     G is +-inf when one side underflowed (the Newton step is then infinite and becomes a bisection step) and 0
     when both did (0 / 0, the exact hard mask: lambda is kept).
     """
-    u = torch.sub(z_a, lam[:, None]).sigmoid_()
-    v = torch.sub(lam[:, None], z_t).sigmoid_()
+    col = lam[:, None]
+    u = torch.sub(z_a, col).sigmoid_()
+    v = torch.sub(col, z_t).sigmoid_()
     a, b = u.sum(-1), v.sum(-1)
     g = torch.div(a, b).log_().nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
     return u, v, a, b, g
@@ -352,12 +353,13 @@ def _sigmoid_update(
     # -G' = sum_A w / A + sum_B w / B with sum w = sum u - sum u^2 (sum u^2 as a squared norm: one pass, no
     # temporary; it only sets the step, so its last-bit rounding does not matter)
     uu = torch.linalg.vector_norm(u, dim=-1).square_()
-    dg = torch.rsub(uu / a, 2.0) - torch.linalg.vecdot(v, v) / b
+    dg = torch.addcdiv(torch.rsub(uu / a, 2.0), torch.linalg.vecdot(v, v), b, value=-1.0)
     newton = torch.addcdiv(lam, g, dg.nan_to_num(nan=1.0))
     pos = g > 0
     lo = torch.where(pos, lam, lo)
     hi = torch.where(pos, hi, lam)
-    return torch.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi)), lo, hi
+    # a NaN or infinite step is outside too (the clamp moves it)
+    return torch.where(newton.clamp(lo, hi) == newton, newton, torch.lerp(lo, hi, 0.5)), lo, hi
 
 
 def _sigmoid_step(z_a: Tensor, z_t: Tensor, lam: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -384,7 +386,6 @@ def _solve_sigmoid(
         inplace: ``z`` may be overwritten (it is a temporary of the caller's).
     """
     n = z.shape[-1]
-    kk = k.to(z.dtype)
     if k_int is not None:
         in_top = None
         z_t = s[:, :k_int]  # (R, k): T's entries
@@ -394,14 +395,21 @@ def _solve_sigmoid(
         in_top = torch.arange(s.shape[-1], device=z.device) < k[:, None]  # (R, h): T is the head's first k
         z_t = torch.where(in_top, s, math.inf)  # +inf adds nothing to B
         z_a = (z.scatter_ if inplace else z.scatter)(-1, idx, torch.where(in_top, -math.inf, s))
-    s_k = s.gather(-1, k[:, None]).squeeze(-1)
-    lo = s_k - torch.log(kk)
-    hi = torch.log(n - kk)
+    if k_int is not None:  # the bracket from Python numbers (fewer small ops per call)
+        s_k = s[:, k_int]
+        lo = s_k - math.log(k_int)
+        hi = torch.full_like(s_k, math.log(n - k_int))
+    else:
+        kk = k.to(z.dtype)
+        s_k = s.gather(-1, k[:, None]).squeeze(-1)
+        lo = s_k - torch.log(kk)
+        hi = torch.log(n - kk)
     lam = 0.5 * s_k  # inside [lo, hi] since s_k <= 0
-    fi = torch.finfo(z.dtype)
+    eps = torch.finfo(z.dtype).eps
     # converged when |G| = |log(A / B)| is at the rounding level of the two sums (then |sum p - k| <= tol * k)
-    # or of G itself at this lambda (|G'| <= 2 times the resolution of lambda, which the bracket bounds)
-    gtol = (4 * fi.eps) * (math.log2(2 * n) + 2 * (1 + torch.maximum(lo.abs(), hi)))
+    # or of G itself at this lambda (|G'| <= 2 times the resolution of lambda, which the bracket bounds):
+    # gtol = 4 eps (log2(2n) + 2 (1 + max(|lo|, hi)))
+    gtol = torch.maximum(lo.abs(), hi).mul_(8 * eps).add_(4 * eps * (math.log2(2 * n) + 2))
     if is_compiling():
         # a fixed number of steps in one loop node: no data-dependent exit, and the body is compiled once
         lam, lo, hi = _while_loop(
