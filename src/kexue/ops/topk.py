@@ -499,7 +499,7 @@ def _laplace_p(z: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
     """p and w = f'(t) at ``t = z - lambda`` for the Laplace CDF."""
     t = z - lam[:, None]
     # Laplace CDF from its small side e^{-|t|} / 2, which is also f'(t): no overflow, no cancellation
-    w = torch.exp(-t.abs()).mul_(0.5)
+    w = t.abs().neg_().exp_().mul_(0.5)  # one temporary, the rest in place
     return torch.where(t >= 0, 1 - w, w), w
 
 
@@ -525,15 +525,17 @@ def _threshold_vjp(p: Tensor, w: Tensor, g: Tensor, method: str, idx: Tensor) ->
     """
     if method == "softmax":  # exp with k = 1: w = p, the heaviest entry is the largest (idx holds just it)
         return torch._softmax_backward_data(g - g.gather(-1, idx), p, -1, p.dtype)
-    if torch.is_grad_enabled():
+    double = torch.is_grad_enabled()
+    if double:
         hp = _threshold_weight(p, method)
         w = w + (hp - hp.detach())
     heaviest = idx.gather(-1, w.detach().gather(-1, idx).argmax(-1, keepdim=True))
     g = g - g.gather(-1, heaviest)
     sw = w.sum(-1, keepdim=True)
-    wg = torch.linalg.vecdot(w, g)[:, None]
     # rows where every w vanished (the exact hard mask) have zero gradient
-    return w * (g - wg / sw.clamp_min(torch.finfo(p.dtype).tiny))
+    mean = torch.linalg.vecdot(w, g)[:, None] / sw.clamp_min(torch.finfo(p.dtype).tiny)
+    # g is this function's own temporary: without a graph to record, finish in place
+    return w * (g - mean) if double else g.sub_(mean).mul_(w)
 
 
 class _ThresholdTopK(torch.autograd.Function):
