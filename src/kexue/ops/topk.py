@@ -466,41 +466,68 @@ def _threshold_forward(
         p = torch.softmax(z, dim=-1)
         return p, p, idx
     if method == "exp":
-        suf = _suffix_lse(s, _rest_lse(z, s, idx))  # (R, h + 1)
+        e, top, rest = _tail_exp(z, s, idx)
+        suf = _suffix_lse(s, rest)  # (R, h + 1)
         lam = _lambda_exp(s, suf, k, math.log(n) + 1.0)[:, None]
-        p = torch.sub(z, lam).exp_().clamp_max_(1.0)
+        if e is None or top is None:  # the head is the whole row
+            p = torch.sub(z, lam).exp_().clamp_max_(1.0)
+        else:
+            # every entry outside the head is at most their maximum M <= s_{k-1} <= lambda (at most k - 1 entries
+            # saturate, all of them in the head), so e^{z - lambda} = e^{z - M} e^{M - lambda} <= 1 there: the
+            # exponentials of the logsumexp are reused (no second exp pass) and the head is exponentiated alone
+            head = torch.sub(s, lam).exp_().clamp_max_(1.0)
+            p = e.mul_(torch.sub(top, lam).exp_()).scatter_(-1, idx, head)
         # f'(t) = e^t below the kink: from t, not from p, which rounds to 1 for t just below 0
         return p, p * (z < lam), idx
     # eagerly the head is the top k + 1 (see _head_size): enough unless more than k entries lie above lambda
     full = min(n, 2 * (k_int if k_int is not None else int(k.max()))) if not is_compiling() else s.shape[-1]
     if s.shape[-1] < full:
-        lam, found = _threshold_laplace(z, k, s, idx, complete=False)
+        lam, found, e, top = _threshold_laplace(z, k, s, idx, complete=False)
         if bool(found.all()):  # one sync; the longer head (a second topk) is rarely needed
-            return (*_laplace_p(z, lam), idx)
+            return (*_laplace_p(z, lam, s, idx, e, top), idx)
         s, idx = _largest(z, full)
-    lam, _ = _threshold_laplace(z, k, s, idx, complete=True)
-    return (*_laplace_p(z, lam), idx)
+    lam, _, e, top = _threshold_laplace(z, k, s, idx, complete=True)
+    return (*_laplace_p(z, lam, s, idx, e, top), idx)
 
 
-def _rest_lse(z: Tensor, s: Tensor, idx: Tensor) -> Tensor:
-    """logsumexp of each row's entries outside the head ``idx`` (-inf when the head is the whole row)."""
-    if s.shape[-1] < z.shape[-1]:
-        return z.scatter(-1, idx, -math.inf).logsumexp(-1)
-    return torch.full_like(z[:, 0], -math.inf)
+def _tail_exp(z: Tensor, s: Tensor, idx: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """The entries outside the head ``idx``: ``e = exp(z - M)`` (0 on the head), their maximum M (R, 1) and their
+    logsumexp ``M + log sum e`` (R,); ``None, None, -inf`` when the head is the whole row."""
+    if s.shape[-1] == z.shape[-1]:
+        return None, None, torch.full_like(z[:, 0], -math.inf)
+    e = z.scatter(-1, idx, -math.inf)
+    top = e.amax(-1, keepdim=True)  # finite: z is clamped and some entry lies outside the head
+    e.sub_(top).exp_()
+    return e, top, top.squeeze(-1) + e.sum(-1).log()
 
 
-def _threshold_laplace(z: Tensor, k: Tensor, s: Tensor, idx: Tensor, complete: bool) -> tuple[Tensor, Tensor]:
-    """The Laplace threshold from the head ``s`` (see :func:`_lambda_laplace`); ``complete``: h = min(n, 2k)."""
-    suf = _suffix_lse(s, _rest_lse(z, s, idx))  # (R, h + 1)
-    return _lambda_laplace(s, suf, k, math.log(z.shape[-1]) + 1.0, complete)
+def _threshold_laplace(
+    z: Tensor, k: Tensor, s: Tensor, idx: Tensor, complete: bool
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The Laplace threshold from the head ``s`` (see :func:`_lambda_laplace`; ``complete``: h = min(n, 2k)), whether
+    each row found it, and the exponentials and maximum of the entries outside the head (:func:`_tail_exp`)."""
+    e, top, rest = _tail_exp(z, s, idx)
+    suf = _suffix_lse(s, rest)  # (R, h + 1)
+    return (*_lambda_laplace(s, suf, k, math.log(z.shape[-1]) + 1.0, complete), e, top)
 
 
-def _laplace_p(z: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
-    """p and w = f'(t) at ``t = z - lambda`` for the Laplace CDF."""
-    t = z - lam[:, None]
-    # Laplace CDF from its small side e^{-|t|} / 2, which is also f'(t): no overflow, no cancellation
-    w = t.abs().neg_().exp_().mul_(0.5)  # one temporary, the rest in place
-    return torch.where(t >= 0, 1 - w, w), w
+def _laplace_p(
+    z: Tensor, lam: Tensor, s: Tensor, idx: Tensor, e: Tensor | None, top: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """p and w = f'(t) at ``t = z - lambda`` for the Laplace CDF (``e``, ``top``: see :func:`_tail_exp`)."""
+    col = lam[:, None]
+    if e is None or top is None:  # the head is the whole row
+        t = z - col
+        # Laplace CDF from its small side e^{-|t|} / 2, which is also f'(t): no overflow, no cancellation
+        w = t.abs().neg_().exp_().mul_(0.5)  # one temporary, the rest in place
+        return torch.where(t >= 0, 1 - w, w), w
+    # every entry above lambda is in the head (the first consistent candidate lies in it), so outside it
+    # t <= M - lambda <= 0 (M their maximum) and p = f'(t) = e^t / 2 = e^{z - M} e^{M - lambda} / 2: the
+    # exponentials of the logsumexp are reused (no second exp pass) and the head is computed alone
+    t = s - col
+    w_head = t.abs().neg_().exp_().mul_(0.5)
+    w = e.mul_(torch.sub(top, col).exp_().mul_(0.5)).scatter_(-1, idx, w_head)
+    return w.scatter(-1, idx, torch.where(t >= 0, 1 - w_head, w_head)), w
 
 
 def _threshold_weight(p: Tensor, method: str) -> Tensor:
