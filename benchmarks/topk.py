@@ -182,8 +182,8 @@ def main() -> None:
                 f"difftopk, forward + backward, (B, n, k) = ({b}, {n}, {k})",
                 dt,
                 baseline=HARD,
-                rounds=7,
-                budget_s=5.0,
+                rounds=15,
+                budget_s=10.0,
                 warmup=1,
                 note="difftopk's dense sorting-network stages hold B × n × n matrices: timed at n = 128 only.",
             )
