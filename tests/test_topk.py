@@ -418,6 +418,46 @@ def test_article_laplace_misses_k_above_half() -> None:
     torch.testing.assert_close(p, ref.threshold_bisection(torch.from_numpy(x), 3, "laplace")[0])
 
 
+def test_laplace_more_than_k_entries_above_lambda() -> None:
+    # three tied entries share k = 2, each f = 2/3 > 1/2: three entries above lambda, one more than the top k + 1
+    # head read first holds candidates for, so the longer head (top 2k) is read; per-row k mixes both cases
+    x = torch.tensor([[0.0, 0.0, 0.0, -50.0, -60.0], [3.0, 1.0, 0.0, -1.0, -2.0]], dtype=torch.float64)
+    for k in (2, torch.tensor([2, 1])):
+        p = soft_topk(x, k, method="laplace")
+        kk = torch.as_tensor(k).expand(2)
+        for r in range(2):
+            torch.testing.assert_close(p[r], ref.threshold_bisection(x[r], int(kk[r]), "laplace")[0])
+    torch.testing.assert_close(p[0, :3], torch.full((3,), 2 / 3, dtype=torch.float64))
+    xg = x.clone().requires_grad_(True)
+    assert gradcheck(lambda t: soft_topk(t, 2, method="laplace"), (xg,))
+
+
+@pytest.mark.parametrize("n", [8192, 20_011])  # a multiple of the chunk size, and a prime (a tail of the row)
+@pytest.mark.parametrize("h", [2, 11, 40])
+def test_largest_matches_topk_values_on_long_rows_with_ties(n: int, h: int, gen: torch.Generator) -> None:
+    # many ties (integers), the maxima clustered in one chunk in the second row
+    x = torch.randint(0, 300, (2, n), generator=gen).double()
+    x[1, 100:140] = 1000.0
+    vals, idx = topk_module._largest(x, h)
+    torch.testing.assert_close(vals, x.topk(h).values, rtol=0, atol=0)
+    torch.testing.assert_close(x.gather(-1, idx), vals, rtol=0, atol=0)
+    assert bool((idx.sort(-1).values.diff(dim=-1) > 0).all())  # distinct positions
+
+
+@pytest.mark.parametrize("method", THRESHOLD)
+def test_long_rows_match_the_plain_topk_head(
+    method: str, gen: torch.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = torch.randn(2, 16384, generator=gen, dtype=torch.float64).requires_grad_(True)
+    g = torch.randn(2, 16384, generator=gen, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((soft_topk(x, 7, method=method) * g).sum(), x)
+    p = soft_topk(x, 7, method=method)
+    monkeypatch.setattr(topk_module, "_largest", lambda t, h: t.topk(h, dim=-1))
+    (grad_ref,) = torch.autograd.grad((soft_topk(x, 7, method=method) * g).sum(), x)
+    torch.testing.assert_close(p, soft_topk(x, 7, method=method))
+    torch.testing.assert_close(grad, grad_ref)
+
+
 def test_article_laplace_breaks_on_ties() -> None:
     x = np.array([3.0, 2.0, 2.0, 1.0])
     with pytest.raises(ValueError, match="consistent"):

@@ -144,14 +144,17 @@ def _validate_args(
 # the anchored, scaled space
 
 
-def _scale_values(xa: Tensor, temperature: float | Tensor) -> Tensor:
-    """``clamp(xa / temperature, -B, B)``, finite for every temperature > 0 (no autograd bookkeeping)."""
+def _scale_values(xa: Tensor, temperature: float | Tensor, *, fresh: bool = False) -> Tensor:
+    """``clamp(xa / temperature, -B, B)``, finite for every temperature > 0 (no autograd bookkeeping).
+
+    ``fresh``: ``xa`` is a temporary of the caller's, which a unit temperature clamps in place (one pass less).
+    """
     fi = torch.finfo(xa.dtype)
     if isinstance(temperature, Tensor):
         # a temperature outside the dtype's normal range only moves entries that are clamped anyway
         return (xa / temperature.to(xa.dtype).clamp(fi.tiny, 1.0 / fi.tiny)).clamp_(-_BOUND, _BOUND)
     if temperature == 1.0:
-        return xa.clamp(-_BOUND, _BOUND)
+        return xa.clamp_(-_BOUND, _BOUND) if fresh else xa.clamp(-_BOUND, _BOUND)
     if fi.tiny <= temperature <= 1.0 / fi.tiny:
         return (xa / temperature).clamp_(-_BOUND, _BOUND)
     # the temperature itself is not a normal number of the dtype (e.g. 1e-40 in float32, where x / t would
@@ -209,12 +212,41 @@ def _scale(xa: Tensor, temperature: float | Tensor) -> Tensor:
 
 
 def _head_size(method: str, k: int, n: int) -> int:
-    """How many of the largest scores a method reads for 1 <= k <= n - 1 (always at least k)."""
-    if method == "laplace":
+    """How many of the largest scores a method reads first for 1 <= k <= n - 1 (always at least k)."""
+    if method == "laplace" and is_compiling():
         return min(n, 2 * k)  # entries above lambda have f > 1/2, so fewer than 2k of them
+    if method == "laplace":
+        # eagerly: the top k + 1 first, which usually hold every entry above lambda (the full 2k only when not)
+        return min(n, k + 1)
     if method == "sigmoid":
         return k + 1  # the (k+1)-th value bounds the bracket
     return k  # exp: at most k - 1 entries saturate; all methods: the anchor and the hard mask
+
+
+def _largest(x: Tensor, h: int) -> tuple[Tensor, Tensor]:
+    """The h largest entries of each row of ``x`` (R, n), descending, and their positions (1 <= h <= n).
+
+    The values are those of ``x.topk(h)``. For long rows (eagerly) torch.topk runs on a short list of candidates:
+    the rows are cut into chunks of c entries, and the h largest entries lie in the h chunks with the largest
+    maxima (any other chunk's entries are at most its maximum, and h chosen maxima are at least that), plus the
+    tail of the row that fills no chunk. One pass over the row (the chunk maxima) instead of torch.topk's partial
+    sort of the whole row; among tied values, other positions than torch.topk's may be picked.
+    """
+    r, n = x.shape
+    if h == 1:
+        return x.max(-1, keepdim=True)  # cheaper than topk for the one largest
+    # chunk size: a power of two near sqrt(n / h) (about as many chunks as candidates), at least 64 (the maxima
+    # of short chunks are a slow reduction)
+    c = max(64, 1 << (math.isqrt(n // h).bit_length() - 1))
+    if is_compiling() or n < 8192 or 4 * h * c > n:
+        return x.topk(h, dim=-1)
+    m = n // c
+    chunk = x[:, : m * c].reshape(r, m, c).amax(-1).topk(h, dim=-1, sorted=False).indices  # (R, h)
+    pos = (chunk[:, :, None] * c + torch.arange(c, device=x.device)).reshape(r, h * c)
+    if m * c < n:
+        pos = torch.cat([pos, torch.arange(m * c, n, device=x.device).expand(r, n - m * c)], dim=-1)
+    vals, j = x.gather(-1, pos).topk(h, dim=-1)
+    return vals, pos.gather(-1, j)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -260,7 +292,7 @@ def _lambda_exp(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     return s.gather(-1, first).squeeze(-1) + offset.gather(-1, first).squeeze(-1)
 
 
-def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
+def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float, complete: bool) -> tuple[Tensor, Tensor]:
     """Threshold for the Laplace CDF: Su's closed form with both reference-code bugs fixed (anchored space).
 
     With m entries above lambda, A = sum_{i<m} e^{-s_i}, B = sum_{i>=m} e^{s_i}, c = k - m, the condition
@@ -271,6 +303,13 @@ def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     is the consistent one (tie-safe: the article's code broadcasts several candidates under ties). Since
     entries above lambda exceed 1/2, m < 2k, so only the top min(n, 2 kmax) values are needed. As for exp,
     ``lambda <= log n`` in the anchored space, and candidates with ``s_m > bound`` are skipped.
+
+    ``complete``: the head holds the top min(n, 2 kmax) values (every candidate). Otherwise candidates m < h only
+    are tried (m = h needs the unknown s_h); the first consistent one among them is the same as with the full
+    head, and rows without one are reported.
+
+    Returns:
+        lambda (R,) and whether each row found its candidate (R,) bool (always True when ``complete``).
     """
     h = s.shape[-1]
     log_b = suf  # (R, h + 1), m = 0..h
@@ -285,9 +324,11 @@ def _lambda_laplace(s: Tensor, suf: Tensor, k: Tensor, bound: float) -> Tensor:
     lam = torch.where(c >= 0, log_b - log_root, log_root - log_a)
     s_next = torch.cat([s, torch.full_like(s[:, :1], -math.inf)], dim=-1)  # s_m, with s_h = -inf
     cond = (lam >= s_next) & (s_next <= bound)
-    # the last candidate is unreachable when h < n (m* < 2k <= h) and exact when h == n
-    cond = cond | (m == h)
-    return lam.gather(-1, _first_true(cond)).squeeze(-1)
+    found = cond[:, :h].any(-1)
+    if complete:
+        # the last candidate is unreachable when h < n (m* < 2k <= h) and exact when h == n
+        cond = cond | (m == h)
+    return lam.gather(-1, _first_true(cond)).squeeze(-1), found | complete
 
 
 def _sigmoid_sides(z_a: Tensor, z_t: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -297,8 +338,9 @@ def _sigmoid_sides(z_a: Tensor, z_t: Tensor, lam: Tensor) -> tuple[Tensor, Tenso
     G is +-inf when one side underflowed (the Newton step is then infinite and becomes a bisection step) and 0
     when both did (0 / 0, the exact hard mask: lambda is kept).
     """
-    u = torch.sub(z_a, lam[:, None]).sigmoid_()
-    v = torch.sub(lam[:, None], z_t).sigmoid_()
+    col = lam[:, None]
+    u = torch.sub(z_a, col).sigmoid_()
+    v = torch.sub(col, z_t).sigmoid_()
     a, b = u.sum(-1), v.sum(-1)
     g = torch.div(a, b).log_().nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
     return u, v, a, b, g
@@ -308,20 +350,25 @@ def _sigmoid_update(
     u: Tensor, v: Tensor, a: Tensor, b: Tensor, g: Tensor, lam: Tensor, lo: Tensor, hi: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One safeguarded Newton step on G: the bracket shrinks with the sign of G; a step outside it bisects."""
-    # -G' = sum_A w / A + sum_B w / B with sum w = sum u - sum u^2
-    dg = torch.rsub(torch.linalg.vecdot(u, u) / a, 2.0) - torch.linalg.vecdot(v, v) / b
+    # -G' = sum_A w / A + sum_B w / B with sum w = sum u - sum u^2 (sum u^2 as a squared norm: one pass, no
+    # temporary; it only sets the step, so its last-bit rounding does not matter)
+    uu = torch.linalg.vector_norm(u, dim=-1).square_()
+    dg = torch.addcdiv(torch.rsub(uu / a, 2.0), torch.linalg.vecdot(v, v), b, value=-1.0)
     newton = torch.addcdiv(lam, g, dg.nan_to_num(nan=1.0))
     pos = g > 0
     lo = torch.where(pos, lam, lo)
     hi = torch.where(pos, hi, lam)
-    return torch.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi)), lo, hi
+    # a NaN or infinite step is outside too (the clamp moves it)
+    return torch.where(newton.clamp(lo, hi) == newton, newton, torch.lerp(lo, hi, 0.5)), lo, hi
 
 
 def _sigmoid_step(z_a: Tensor, z_t: Tensor, lam: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return _sigmoid_update(*_sigmoid_sides(z_a, z_t, lam), lam, lo, hi)
 
 
-def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+def _solve_sigmoid(
+    z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tensor, inplace: bool = False
+) -> tuple[Tensor, Tensor]:
     """``p = sigmoid(z - lambda)`` with ``sum p = k`` in the anchored space; returns p and ``w = p (1 - p)``.
 
     With T the k largest entries, the residual ``sum p - k = A - B`` (module docstring) and Newton runs on
@@ -336,25 +383,33 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
         z: (R, n) anchored scores (k-th largest = 0), 1 <= k <= n - 1.
         k: (R,) per-row k; ``k_int`` the common k, if every row has the same.
         s: (R, h) the largest entries, descending, h >= max k + 1; idx: (R, h) their positions.
+        inplace: ``z`` may be overwritten (it is a temporary of the caller's).
     """
     n = z.shape[-1]
-    kk = k.to(z.dtype)
     if k_int is not None:
         in_top = None
         z_t = s[:, :k_int]  # (R, k): T's entries
-        z_a = z.scatter(-1, idx[:, :k_int], -math.inf)  # (R, n): T's entries at -inf add nothing to A
+        # (R, n): T's entries at -inf add nothing to A
+        z_a = z.scatter_(-1, idx[:, :k_int], -math.inf) if inplace else z.scatter(-1, idx[:, :k_int], -math.inf)
     else:
         in_top = torch.arange(s.shape[-1], device=z.device) < k[:, None]  # (R, h): T is the head's first k
         z_t = torch.where(in_top, s, math.inf)  # +inf adds nothing to B
-        z_a = z.scatter(-1, idx, torch.where(in_top, -math.inf, s))
-    s_k = s.gather(-1, k[:, None]).squeeze(-1)
-    lo = s_k - torch.log(kk)
-    hi = torch.log(n - kk)
+        z_a = (z.scatter_ if inplace else z.scatter)(-1, idx, torch.where(in_top, -math.inf, s))
+    if k_int is not None:  # the bracket from Python numbers (fewer small ops per call)
+        s_k = s[:, k_int]
+        lo = s_k - math.log(k_int)
+        hi = torch.full_like(s_k, math.log(n - k_int))
+    else:
+        kk = k.to(z.dtype)
+        s_k = s.gather(-1, k[:, None]).squeeze(-1)
+        lo = s_k - torch.log(kk)
+        hi = torch.log(n - kk)
     lam = 0.5 * s_k  # inside [lo, hi] since s_k <= 0
-    fi = torch.finfo(z.dtype)
+    eps = torch.finfo(z.dtype).eps
     # converged when |G| = |log(A / B)| is at the rounding level of the two sums (then |sum p - k| <= tol * k)
-    # or of G itself at this lambda (|G'| <= 2 times the resolution of lambda, which the bracket bounds)
-    gtol = (4 * fi.eps) * (math.log2(2 * n) + 2 * (1 + torch.maximum(lo.abs(), hi)))
+    # or of G itself at this lambda (|G'| <= 2 times the resolution of lambda, which the bracket bounds):
+    # gtol = 4 eps (log2(2n) + 2 (1 + max(|lo|, hi)))
+    gtol = torch.maximum(lo.abs(), hi).mul_(8 * eps).add_(4 * eps * (math.log2(2 * n) + 2))
     if is_compiling():
         # a fixed number of steps in one loop node: no data-dependent exit, and the body is compiled once
         lam, lo, hi = _while_loop(
@@ -373,17 +428,19 @@ def _solve_sigmoid(z: Tensor, k: Tensor, k_int: int | None, s: Tensor, idx: Tens
             u, v, _, _, _ = _sigmoid_sides(z_a, z_t, lam)
     w = torch.addcmul(u, u, u, value=-1.0)  # u (1 - u); T's entries are filled in below
     w_t = torch.addcmul(v, v, v, value=-1.0)
+    # u and w are the solver's own temporaries: T's entries are written in place (no copies of the rows)
     if in_top is None:
         assert k_int is not None
         top = idx[:, :k_int]
-        return u.scatter(-1, top, 1 - v), w.scatter(-1, top, w_t)
-    p = u.scatter(-1, idx, torch.where(in_top, 1 - v, u.gather(-1, idx)))
-    return p, w.scatter(-1, idx, torch.where(in_top, w_t, w.gather(-1, idx)))
+        return u.scatter_(-1, top, 1 - v), w.scatter_(-1, top, w_t)
+    w_t = torch.where(in_top, w_t, w.gather(-1, idx))
+    u.scatter_(-1, idx, torch.where(in_top, 1 - v, u.gather(-1, idx)))
+    return u, w.scatter_(-1, idx, w_t)
 
 
 def _threshold_forward(
-    z: Tensor, k: Tensor, k_int: int | None, method: str, s: Tensor, idx: Tensor
-) -> tuple[Tensor, Tensor]:
+    z: Tensor, k: Tensor, k_int: int | None, method: str, s: Tensor, idx: Tensor, inplace: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     """``p = f(z - lambda(z))`` and ``w = f'(z - lambda)``, each computed accurately, on (R, n) anchored rows.
 
     ``w`` is evaluated from ``t = z - lambda`` (the small side of f), not from p: where p rounds to 1, ``p (1 - p)``
@@ -395,30 +452,82 @@ def _threshold_forward(
         k: (R,) per-row k; ``k_int`` the common k, if every row has the same.
         method: ``"exp"``, ``"sigmoid"`` or ``"laplace"``.
         s: (R, h) the h largest entries of each row, descending; idx: (R, h) their positions.
+        inplace: ``z`` may be overwritten (it is a temporary of the caller's).
+
+    Returns:
+        p, w and the head's positions (laplace reads a longer head when the first one is too short).
     """
     n = z.shape[-1]
     if method == "sigmoid":
-        return _solve_sigmoid(z, k, k_int, s, idx)
+        return (*_solve_sigmoid(z, k, k_int, s, idx, inplace), idx)
     if method == "exp" and k_int == 1:
         # lambda = logsumexp z, which lies above every entry (nothing saturates): exactly softmax (article),
         # and f'(t) = e^t = p everywhere
         p = torch.softmax(z, dim=-1)
-        return p, p
-    h = s.shape[-1]
-    # logsumexp of the entries outside the head
-    rest = z.scatter(-1, idx, -math.inf).logsumexp(-1) if h < n else torch.full_like(z[:, 0], -math.inf)
-    suf = _suffix_lse(s, rest)  # (R, h + 1)
-    bound = math.log(n) + 1.0
+        return p, p, idx
     if method == "exp":
-        lam = _lambda_exp(s, suf, k, bound)[:, None]
-        p = torch.sub(z, lam).exp_().clamp_max_(1.0)
+        e, top, rest = _tail_exp(z, s, idx)
+        suf = _suffix_lse(s, rest)  # (R, h + 1)
+        lam = _lambda_exp(s, suf, k, math.log(n) + 1.0)[:, None]
+        if e is None or top is None:  # the head is the whole row
+            p = torch.sub(z, lam).exp_().clamp_max_(1.0)
+        else:
+            # every entry outside the head is at most their maximum M <= s_{k-1} <= lambda (at most k - 1 entries
+            # saturate, all of them in the head), so e^{z - lambda} = e^{z - M} e^{M - lambda} <= 1 there: the
+            # exponentials of the logsumexp are reused (no second exp pass) and the head is exponentiated alone
+            head = torch.sub(s, lam).exp_().clamp_max_(1.0)
+            p = e.mul_(torch.sub(top, lam).exp_()).scatter_(-1, idx, head)
         # f'(t) = e^t below the kink: from t, not from p, which rounds to 1 for t just below 0
-        return p, p * (z < lam)
-    lam = _lambda_laplace(s, suf, k, bound)
-    t = z - lam[:, None]
-    # Laplace CDF from its small side e^{-|t|} / 2, which is also f'(t): no overflow, no cancellation
-    w = torch.exp(-t.abs()).mul_(0.5)
-    return torch.where(t >= 0, 1 - w, w), w
+        return p, p * (z < lam), idx
+    # eagerly the head is the top k + 1 (see _head_size): enough unless more than k entries lie above lambda
+    full = min(n, 2 * (k_int if k_int is not None else int(k.max()))) if not is_compiling() else s.shape[-1]
+    if s.shape[-1] < full:
+        lam, found, e, top = _threshold_laplace(z, k, s, idx, complete=False)
+        if bool(found.all()):  # one sync; the longer head (a second topk) is rarely needed
+            return (*_laplace_p(z, lam, s, idx, e, top), idx)
+        s, idx = _largest(z, full)
+    lam, _, e, top = _threshold_laplace(z, k, s, idx, complete=True)
+    return (*_laplace_p(z, lam, s, idx, e, top), idx)
+
+
+def _tail_exp(z: Tensor, s: Tensor, idx: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """The entries outside the head ``idx``: ``e = exp(z - M)`` (0 on the head), their maximum M (R, 1) and their
+    logsumexp ``M + log sum e`` (R,); ``None, None, -inf`` when the head is the whole row."""
+    if s.shape[-1] == z.shape[-1]:
+        return None, None, torch.full_like(z[:, 0], -math.inf)
+    e = z.scatter(-1, idx, -math.inf)
+    top = e.amax(-1, keepdim=True)  # finite: z is clamped and some entry lies outside the head
+    e.sub_(top).exp_()
+    return e, top, top.squeeze(-1) + e.sum(-1).log()
+
+
+def _threshold_laplace(
+    z: Tensor, k: Tensor, s: Tensor, idx: Tensor, complete: bool
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The Laplace threshold from the head ``s`` (see :func:`_lambda_laplace`; ``complete``: h = min(n, 2k)), whether
+    each row found it, and the exponentials and maximum of the entries outside the head (:func:`_tail_exp`)."""
+    e, top, rest = _tail_exp(z, s, idx)
+    suf = _suffix_lse(s, rest)  # (R, h + 1)
+    return (*_lambda_laplace(s, suf, k, math.log(z.shape[-1]) + 1.0, complete), e, top)
+
+
+def _laplace_p(
+    z: Tensor, lam: Tensor, s: Tensor, idx: Tensor, e: Tensor | None, top: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """p and w = f'(t) at ``t = z - lambda`` for the Laplace CDF (``e``, ``top``: see :func:`_tail_exp`)."""
+    col = lam[:, None]
+    if e is None or top is None:  # the head is the whole row
+        t = z - col
+        # Laplace CDF from its small side e^{-|t|} / 2, which is also f'(t): no overflow, no cancellation
+        w = t.abs().neg_().exp_().mul_(0.5)  # one temporary, the rest in place
+        return torch.where(t >= 0, 1 - w, w), w
+    # every entry above lambda is in the head (the first consistent candidate lies in it), so outside it
+    # t <= M - lambda <= 0 (M their maximum) and p = f'(t) = e^t / 2 = e^{z - M} e^{M - lambda} / 2: the
+    # exponentials of the logsumexp are reused (no second exp pass) and the head is computed alone
+    t = s - col
+    w_head = t.abs().neg_().exp_().mul_(0.5)
+    w = e.mul_(torch.sub(top, col).exp_().mul_(0.5)).scatter_(-1, idx, w_head)
+    return w.scatter(-1, idx, torch.where(t >= 0, 1 - w_head, w_head)), w
 
 
 def _threshold_weight(p: Tensor, method: str) -> Tensor:
@@ -443,15 +552,17 @@ def _threshold_vjp(p: Tensor, w: Tensor, g: Tensor, method: str, idx: Tensor) ->
     """
     if method == "softmax":  # exp with k = 1: w = p, the heaviest entry is the largest (idx holds just it)
         return torch._softmax_backward_data(g - g.gather(-1, idx), p, -1, p.dtype)
-    if torch.is_grad_enabled():
+    double = torch.is_grad_enabled()
+    if double:
         hp = _threshold_weight(p, method)
         w = w + (hp - hp.detach())
     heaviest = idx.gather(-1, w.detach().gather(-1, idx).argmax(-1, keepdim=True))
     g = g - g.gather(-1, heaviest)
     sw = w.sum(-1, keepdim=True)
-    wg = torch.linalg.vecdot(w, g)[:, None]
     # rows where every w vanished (the exact hard mask) have zero gradient
-    return w * (g - wg / sw.clamp_min(torch.finfo(p.dtype).tiny))
+    mean = torch.linalg.vecdot(w, g)[:, None] / sw.clamp_min(torch.finfo(p.dtype).tiny)
+    # g is this function's own temporary: without a graph to record, finish in place
+    return w * (g - mean) if double else g.sub_(mean).mul_(w)
 
 
 class _ThresholdTopK(torch.autograd.Function):
@@ -475,8 +586,10 @@ class _ThresholdTopK(torch.autograd.Function):
         method: str,
         idx: Tensor,
     ) -> Tensor:
-        z = _scale_values(x - anchor, temperature)  # (R, n): the k-th largest entry of each row is 0
-        p, w = _threshold_forward(z, k, k_int, method, z.gather(-1, idx), idx)
+        z = _scale_values(x - anchor, temperature, fresh=True)  # (R, n): the k-th largest entry of each row is 0
+        # z is saved for a tensor temperature's gradient; otherwise the solver may overwrite it
+        keep = isinstance(temperature, Tensor)
+        p, w, idx = _threshold_forward(z, k, k_int, method, z.gather(-1, idx), idx, inplace=not keep)
         # exp with k = 1 is softmax: its backward is the fused softmax VJP (same formula, w = p)
         ctx.method = "softmax" if method == "exp" and k_int == 1 else method
         if isinstance(temperature, Tensor):
@@ -629,7 +742,8 @@ def _soft_topk_rows(z0: Tensor, k: Tensor | int, method: str, temperature: float
     else:
         h = _head_size(method, kmax, n)
         # the h largest, descending (max is cheaper than topk for the one largest)
-        vals, idx = z0.detach().max(-1, keepdim=True) if h == 1 else z0.detach().topk(h, dim=-1)
+        # (the hard mask breaks ties as torch.topk does)
+        vals, idx = z0.detach().topk(h, dim=-1) if hard and h > 1 else _largest(z0.detach(), h)
         anchor = vals[:, kmax - 1 : kmax] if k_int is not None else vals.gather(-1, kc[:, None] - 1)
         if method in _THRESHOLD:
             p = _ThresholdTopK.apply(z0, anchor, temperature, kc, k_int, method, idx)
