@@ -111,10 +111,12 @@ torch-compat: dist
 	.venv-bench/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 	.venv-bench/bin/python -m pip install --quiet -c constraints.txt -e ".[text]"
 	@# One peer at a time, --no-deps (several declare torchvision or an unpinned torch), --no-build-isolation
-	@# (torchsort compiles against the installed CPU torch). A peer that fails to install is reported and its
-	@# benchmark rows read "not installed".
-	@sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' benchmarks/peers.txt | while read -r pkg; do \
-		.venv-bench/bin/python -m pip install --quiet --no-deps --no-build-isolation "$$pkg" \
+	@# (torchsort compiles against the installed CPU torch). Directories holding nvcc are left off PATH: torchsort
+	@# builds its CUDA extension whenever nvcc is found, which fails against a CPU torch. A peer that fails to
+	@# install is reported and its benchmark rows read "not installed".
+	@nonvcc=$$(echo "$$PATH" | tr ':' '\n' | while read -r d; do [ -x "$$d/nvcc" ] || echo "$$d"; done | paste -sd: -); \
+	sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' benchmarks/peers.txt | while read -r pkg; do \
+		PATH="$$nonvcc" .venv-bench/bin/python -m pip install --quiet --no-deps --no-build-isolation "$$pkg" \
 			|| echo "kexue: could not install peer $$pkg; its benchmark rows will read 'not installed'"; \
 	done
 	@touch $@
