@@ -16,6 +16,7 @@ from _reference_contrastive import log_sum_neg_minus_pos, per_anchor, spec_examp
 from kexue.losses import (
     FlatNCELoss,
     InfoNCELoss,
+    contrastive,
     flat_nce,
     flat_nce_from_logits,
     gather_with_grad,
@@ -606,3 +607,52 @@ def test_gradcheck_from_logits_with_masked_candidates() -> None:
     assert torch.autograd.gradcheck(lambda a: info_nce_from_logits(a, t, stable=True, reduction="none"), (x,))
     assert torch.autograd.gradgradcheck(lambda a: info_nce_from_logits(a, t, stable=True), (x,))
     assert torch.autograd.gradcheck(lambda a: flat_nce_from_logits(a[:2], t[:2], reduction="none"), (x,))
+
+
+# ----------------------------------------------------------------------------------------- one-node path
+
+
+@pytest.mark.parametrize("kind", ["stable", "flat"])
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_one_node_path_equals_the_recorded_ops_bit_for_bit(
+    kind: str, symmetric: bool, reduction: str, dtype: torch.dtype
+) -> None:
+    """Normalised embeddings without explicit negatives go through one autograd node whose backward applies the
+    recorded nodes' formulas by hand: values and gradients equal the composed ops exactly, an all-zero row and
+    scales of 1e±30 included."""
+    g = torch.Generator().manual_seed(0)
+    q0, k0 = (torch.randn(6, 5, dtype=dtype, generator=g) for _ in range(2))
+    q0[2], k0[1], k0[4] = 0.0, k0[1] * 1e30, k0[4] * 1e-30
+    w = torch.rand(6 * (1 + symmetric), dtype=dtype, generator=g)
+    kw = {"temperature": 0.07, "symmetric": symmetric, "eps": 1e-12}
+    q, k = q0.clone().requires_grad_(), k0.clone().requires_grad_()
+    got = _fn(kind)(q, k, reduction=reduction, **kw)
+    assert type(got.grad_fn).__name__ == "_UnitNCEBackward"  # the path under test was taken
+    got_grads = torch.autograd.grad((got * (w if reduction == "none" else w[0])).sum(), (q, k), retain_graph=True)
+    again = torch.autograd.grad((got * (w if reduction == "none" else w[0])).sum(), (q, k))  # saved tensors intact
+    rq, rk = q0.clone().requires_grad_(), k0.clone().requires_grad_()
+    scores = contrastive._embedding_logits(rq, rk, negatives=None, normalize=True, gather=False, **kw)  # type: ignore[arg-type]
+    want, _ = contrastive._embedding_loss(scores, kind, reduction)
+    want_grads = torch.autograd.grad((want * (w if reduction == "none" else w[0])).sum(), (rq, rk))
+    exact = {"rtol": 0.0, "atol": 0.0, "equal_nan": True}
+    torch.testing.assert_close(got, want, **exact)
+    for a, b, c in zip(got_grads, again, want_grads, strict=True):
+        torch.testing.assert_close(a, c, **exact)
+        torch.testing.assert_close(b, c, **exact)
+
+
+@pytest.mark.parametrize("kind", ["stable", "flat"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_one_node_path_gradcheck_and_gradgradcheck(kind: str, symmetric: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(4, 3, dtype=F64, generator=g, requires_grad=True) for _ in range(2))
+    f = _fn(kind)
+    assert type(f(q, k, symmetric=symmetric).grad_fn).__name__ == "_UnitNCEBackward"
+    fn = lambda a, b: f(a, b, symmetric=symmetric, temperature=0.5, reduction="none")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k))
+    assert torch.autograd.gradgradcheck(fn, (q, k))
+    # one input without gradient: the other's still flows, in first and second order
+    fk = lambda a: f(a, k.detach(), symmetric=symmetric, temperature=0.5)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fk, (q,))

@@ -488,20 +488,10 @@ class _NegLogSumExp(torch.autograd.Function):
     def forward(
         ctx: Any, logits: Tensor, pos_diag: tuple[_Diag, ...], stable: bool, reduction: str
     ) -> tuple[Tensor, Tensor, Tensor]:
-        # forward runs without autograd: read out the positives (a copy), then mask them in place
-        n = logits.shape[0]
-        diags = [(logits if (r0, r1) == (0, n) else logits[r0:r1]).diagonal(off) for r0, r1, off in pos_diag]
-        s_t = diags[0].clone() if len(diags) == 1 else torch.cat(diags)  # (N,)
-        for d in diags:
-            d.fill_(-_INF)  # the positive leaves the log-sum-exp
-        p = torch.softmax(logits, dim=1)  # (N, C)
-        # log-sum-exp = max - log(largest probability); that probability is >= 1/C, so its log is exact
-        log_xi = logits.amax(dim=1).sub_(p.amax(dim=1).log_()).sub_(s_t)
+        loss, log_xi, p = _neg_lse_forward(logits, pos_diag, stable, reduction)
         ctx.pos_diag, ctx.stable, ctx.reduction = pos_diag, stable, reduction
         ctx.save_for_backward(p, log_xi)
         ctx.set_materialize_grads(False)  # unused outputs get None, not an (N, C) zero gradient
-        rows = F.softplus(log_xi) if stable else log_xi
-        loss = rows.mean() if reduction == "mean" else rows.sum() if reduction == "sum" else rows.clone()
         return loss, log_xi, p
 
     @staticmethod
@@ -509,27 +499,211 @@ class _NegLogSumExp(torch.autograd.Function):
         ctx: Any, grad: Tensor | None, grad_log_xi: Tensor | None, grad_p: Tensor | None
     ) -> tuple[Tensor | None, None, None, None]:
         p, log_xi = ctx.saved_tensors
-        h = grad  # (N,) the gradient reaching each row's loss
-        if h is not None and ctx.reduction != "none":
-            h = h.expand(log_xi.shape) / log_xi.shape[0] if ctx.reduction == "mean" else h.expand(log_xi.shape)
-        if h is not None and ctx.stable:
-            h = h * torch.sigmoid(log_xi)  # d softplus(u) / du
-        if grad_log_xi is not None:  # double backward only
-            h = grad_log_xi if h is None else h + grad_log_xi
-        out = None
-        if h is not None:
-            out = p * h.unsqueeze(1)
-            n = out.shape[0]
-            for r0, r1, off in ctx.pos_diag:  # d log xi / d s_t = -1
-                if (r0, r1) == (0, n):
-                    out.diagonal(off).sub_(h)
-                else:
-                    out[r0:r1].diagonal(off).sub_(h[r0:r1])
-        if grad_p is not None:  # double backward only: the softmax's own vector-Jacobian product
-            gp = grad_p * p
-            vjp = gp - p * gp.sum(dim=1, keepdim=True)
-            out = vjp if out is None else out + vjp
-        return out, None, None, None
+        return (
+            _neg_lse_backward(p, log_xi, ctx.pos_diag, ctx.stable, ctx.reduction, grad, grad_log_xi, grad_p),
+            None,
+            None,
+            None,
+        )
+
+
+def _neg_lse_forward(
+    logits: Tensor, pos_diag: tuple[_Diag, ...], stable: bool, reduction: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward of :class:`_NegLogSumExp` (without autograd): ``(reduced loss, log xi, p)``; masks ``logits``."""
+    # read out the positives (a copy), then mask them in place
+    n = logits.shape[0]
+    diags = [(logits if (r0, r1) == (0, n) else logits[r0:r1]).diagonal(off) for r0, r1, off in pos_diag]
+    s_t = diags[0].clone() if len(diags) == 1 else torch.cat(diags)  # (N,)
+    for d in diags:
+        d.fill_(-_INF)  # the positive leaves the log-sum-exp
+    p = torch.softmax(logits, dim=1)  # (N, C)
+    # log-sum-exp = max - log(largest probability); that probability is >= 1/C, so its log is exact
+    log_xi = logits.amax(dim=1).sub_(p.amax(dim=1).log_()).sub_(s_t)
+    rows = F.softplus(log_xi) if stable else log_xi
+    loss = rows.mean() if reduction == "mean" else rows.sum() if reduction == "sum" else rows.clone()
+    return loss, log_xi, p
+
+
+def _sub_positives(out: Tensor, h: Tensor, pos_diag: tuple[_Diag, ...]) -> None:
+    """Subtract ``h`` (one value per row) from each row's positive entry of ``out``: ``d log xi / d s_t = -1``."""
+    n = out.shape[0]
+    for r0, r1, off in pos_diag:
+        if (r0, r1) == (0, n):
+            out.diagonal(off).sub_(h)
+        else:
+            out[r0:r1].diagonal(off).sub_(h[r0:r1])
+
+
+def _neg_lse_backward(
+    p: Tensor,
+    log_xi: Tensor,
+    pos_diag: tuple[_Diag, ...],
+    stable: bool,
+    reduction: str,
+    grad: Tensor | None,
+    grad_log_xi: Tensor | None,
+    grad_p: Tensor | None,
+) -> Tensor | None:
+    """Backward of :class:`_NegLogSumExp`: the gradient of the ``(N, C)`` scores (``None`` when none reaches)."""
+    h = grad  # (N,) the gradient reaching each row's loss
+    if h is not None and reduction != "none":
+        h = h.expand(log_xi.shape) / log_xi.shape[0] if reduction == "mean" else h.expand(log_xi.shape)
+    if h is not None and stable:
+        h = h * torch.sigmoid(log_xi)  # d softplus(u) / du
+    if grad_log_xi is not None:  # double backward only
+        h = grad_log_xi if h is None else h + grad_log_xi
+    out = None
+    if h is not None:
+        out = p * h.unsqueeze(1)
+        _sub_positives(out, h, pos_diag)
+    if grad_p is not None:  # double backward only: the softmax's own vector-Jacobian product
+        gp = grad_p * p
+        vjp = gp - p * gp.sum(dim=1, keepdim=True)
+        out = vjp if out is None else out + vjp
+    return out
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+class _UnitNCE(torch.autograd.Function):
+    """:func:`_embedding_logits` (``normalize=True``, no ``negatives``, one process) and :class:`_NegLogSumExp` in
+    one autograd node: ``(reduced loss, log xi)`` from ``(query, key)``.
+
+    The same ops in the same order as the composed path (:func:`_unit_rows`, the temperature, the product,
+    :class:`_NegLogSumExp`), so the values are the same, and backward applies by hand the very formulas of the
+    nodes that the composed path records (torch's ``DivBackward0``, ``ClampMinBackward0``,
+    ``LinalgVectorNormBackward0``, ``MmBackward0``, ``SplitBackward0``), so the gradients are the same too. What
+    goes is per-call cost: at small batches about a dozen autograd nodes and the recording of each op cost more
+    than the arithmetic. Backward under ``create_graph`` (a gradient penalty) differentiates the composed path
+    instead, whose nodes all support double backward.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        query: Tensor,
+        key: Tensor,
+        temperature: float,
+        eps: float,
+        symmetric: bool,
+        stable: bool,
+        reduction: str,
+    ) -> tuple[Tensor, Tensor]:
+        b = query.shape[0]
+        z = torch.cat([query, key])  # (2B, D): query rows then key rows
+        # _unit_rows, op for op
+        scale = z.abs().amax(dim=1, keepdim=True).clamp_min_(_SUBNORMAL[z.dtype])
+        zs = z.div_(scale)  # z is ours
+        norm = torch.linalg.vector_norm(zs, dim=1, keepdim=True)
+        floored = norm.clamp_min(eps)
+        u = zs / floored  # (2B, D) unit rows
+        if symmetric:
+            anchors, cands = u / temperature, u
+            pos_diag: tuple[_Diag, ...] = ((0, b, b), (b, 2 * b, 0))
+        else:
+            query_u, cands = u.split(b)
+            anchors = query_u / temperature
+            pos_diag = ((0, b, 0),)
+        logits = torch.mm(anchors, cands.t())
+        if symmetric:
+            _mask_diagonals(logits, ((0, b, 0), (b, 2 * b, b)))
+        loss, log_xi, p = _neg_lse_forward(logits, pos_diag, stable, reduction)
+        # intermediates too (double backward never reads them): saved-tensor hooks (offloading) see all of them
+        ctx.save_for_backward(query, key, log_xi, p, scale, zs, norm, floored, u, anchors, cands)
+        ctx.opts = (temperature, eps, symmetric, stable, reduction, pos_diag)
+        ctx.mark_non_differentiable(log_xi)  # callers log it detached
+        ctx.set_materialize_grads(False)
+        return loss, log_xi
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None, _: Tensor | None) -> tuple[Tensor | None, ...]:
+        temperature, eps, symmetric, stable, reduction, pos_diag = ctx.opts
+        query, key, log_xi, p, scale, zs, norm, floored, u, anchors, cands = ctx.saved_tensors
+        none = (None,) * 5
+        if grad is None:
+            return None, None, *none
+        if torch.is_grad_enabled():  # create_graph: differentiate the composed path (double backward)
+            return (*_unit_nce_composed_grad(ctx, query, key, grad), *none)
+        # _NegLogSumExp's backward, with in-place ops (no graph to keep here)
+        rows = log_xi.shape[0]
+        h = grad / rows if reduction == "mean" else grad  # 0-d, or (N,) for "none"
+        if stable:
+            h = torch.sigmoid(log_xi).mul_(h)  # d softplus(u) / du
+        elif reduction != "none":
+            h = h.expand(rows)
+        g = p * h.unsqueeze(1)  # (N, C)
+        _sub_positives(g, h, pos_diag)
+        # MmBackward0 (the anchors are row-major, cands.t() column-major), TBackward0, DivBackward0 (temperature)
+        g_anchors = g.mm(cands).div_(temperature)
+        g_cands = g.t().mm(anchors)
+        # the two uses of the unit rows: summed (symmetric), or SplitBackward0's cat
+        g_u = g_anchors.add_(g_cands) if symmetric else torch.cat([g_anchors, g_cands])
+        # u = zs / floored: DivBackward0 (both inputs); floored = clamp_min(norm, eps): ClampMinBackward0;
+        # norm = vector_norm(zs): LinalgVectorNormBackward0; the (2B, 1) gradient summed over the broadcast dim.
+        # -g_u * (u / floored) summed: negating after the sum is exact (rounding is symmetric in sign)
+        g_floored = (u / floored).mul_(g_u).sum(dim=1, keepdim=True).neg_()
+        g_norm = torch.where(norm >= eps, g_floored, 0.0)
+        g_zs = g_u.div_(floored).add_((zs / norm).masked_fill_(norm == 0, 0).mul_(g_norm))
+        g_z = g_zs.div_(scale)  # zs = z / scale, the scale detached
+        b = query.shape[0]
+        return g_z[:b], g_z[b:], *none
+
+
+def _unit_nce_composed_grad(ctx: Any, query: Tensor, key: Tensor, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """:class:`_UnitNCE`'s input gradients through the composed path, with a graph (``create_graph``)."""
+    temperature, eps, symmetric, stable, reduction, _ = ctx.opts
+    needs = ctx.needs_input_grad[:2]
+    inputs = [x for x, need in zip((query, key), needs, strict=True) if need]
+    with torch.enable_grad():
+        scores = _embedding_logits(
+            query,
+            key,
+            temperature=temperature,
+            negatives=None,
+            symmetric=symmetric,
+            normalize=True,
+            gather=False,
+            eps=eps,
+        )
+        loss, _ = _embedding_loss(scores, "stable" if stable else "flat", reduction)
+    got = iter(torch.autograd.grad(loss, inputs, grad, create_graph=True))
+    gq = next(got) if needs[0] else None
+    gk = next(got) if needs[1] else None
+    return gq, gk
+
+
+def _fused_loss(
+    query: Tensor,
+    key: Tensor,
+    *,
+    temperature: float,
+    negatives: Tensor | None,
+    symmetric: bool,
+    normalize: bool,
+    gather: bool,
+    eps: float,
+    kind: _Kind,
+    reduction: str,
+) -> tuple[Tensor, Tensor] | None:
+    """``(loss, per-anchor loss)`` through :class:`_UnitNCE` when the call fits it, else ``None``.
+
+    It fits stable InfoNCE and FlatNCE on normalised float32/float64 embeddings without explicit negatives, in
+    one process, eagerly (torch.compile traces the composed path), outside autocast.
+    """
+    if not normalize or negatives is not None or (gather and _dist_world()[1] > 1) or is_compiling():
+        return None
+    if torch.is_autocast_enabled(query.device.type):  # the composed path reduces half-precision scores in float32
+        return None
+    _check_embeddings(query, key, None)
+    if query.dtype != key.dtype or query.dtype not in _FUSED_DTYPES:
+        return None
+    b = query.shape[0]
+    if (2 * b - 2 if symmetric else b - 1) < 1:
+        return None  # the composed path raises its error
+    loss, log_xi = _UnitNCE.apply(query, key, temperature, eps, symmetric, kind == "stable", reduction)
+    return loss, log_xi
 
 
 # --------------------------------------------------------------------------------------------- functional
@@ -678,17 +852,36 @@ def info_nce(
         torch.Size([16])
     """
     _check_options(temperature, reduction, eps)
-    scores = _embedding_logits(
-        query,
-        key,
-        temperature=temperature,
-        negatives=negatives,
-        symmetric=symmetric,
-        normalize=normalize,
-        gather=gather,
-        eps=eps,
+    fused = (
+        _fused_loss(
+            query,
+            key,
+            temperature=temperature,
+            negatives=negatives,
+            symmetric=symmetric,
+            normalize=normalize,
+            gather=gather,
+            eps=eps,
+            kind="stable",
+            reduction=reduction,
+        )
+        if stable
+        else None
     )
-    loss, _ = _embedding_loss(scores, "stable" if stable else "plain", reduction)
+    if fused is not None:
+        loss = fused[0]
+    else:
+        scores = _embedding_logits(
+            query,
+            key,
+            temperature=temperature,
+            negatives=negatives,
+            symmetric=symmetric,
+            normalize=normalize,
+            gather=gather,
+            eps=eps,
+        )
+        loss, _ = _embedding_loss(scores, "stable" if stable else "plain", reduction)
     inputs = {"query": query, "key": key, "negatives": negatives}
     return _check_output(loss, inputs, temperature=temperature)
 
@@ -759,7 +952,7 @@ def flat_nce(
         True
     """
     _check_options(temperature, reduction, eps)
-    scores = _embedding_logits(
+    fused = _fused_loss(
         query,
         key,
         temperature=temperature,
@@ -768,8 +961,23 @@ def flat_nce(
         normalize=normalize,
         gather=gather,
         eps=eps,
+        kind="flat",
+        reduction=reduction,
     )
-    out, loss = _embedding_loss(scores, "flat", reduction)
+    if fused is not None:
+        out, loss = fused
+    else:
+        scores = _embedding_logits(
+            query,
+            key,
+            temperature=temperature,
+            negatives=negatives,
+            symmetric=symmetric,
+            normalize=normalize,
+            gather=gather,
+            eps=eps,
+        )
+        out, loss = _embedding_loss(scores, "flat", reduction)
     inputs = {"query": query, "key": key, "negatives": negatives}
     out = _check_output(out, inputs, temperature=temperature)
     if return_info_nce:
