@@ -603,7 +603,7 @@ class _UnitNCE(torch.autograd.Function):
             anchors, cands = u / temperature, u
             pos_diag: tuple[_Diag, ...] = ((0, b, b), (b, 2 * b, 0))
         else:
-            query_u, cands = u.split(b)
+            query_u, cands = u[:b], u[b:]  # views (cheaper than split)
             anchors = query_u / temperature
             pos_diag = ((0, b, 0),)
         logits = torch.mm(anchors, cands.t())
