@@ -611,7 +611,7 @@ class _UnitNCE(torch.autograd.Function):
             _mask_diagonals(logits, ((0, b, 0), (b, 2 * b, b)))
         loss, log_xi, p = _neg_lse_forward(logits, pos_diag, stable, reduction)
         # intermediates too (double backward never reads them): saved-tensor hooks (offloading) see all of them
-        ctx.save_for_backward(query, key, log_xi, p, scale, zs, norm, floored, u, anchors, cands)
+        ctx.save_for_backward(query, key, log_xi, p, scale, norm, floored, u, anchors, cands)
         ctx.opts = (temperature, eps, symmetric, stable, reduction, pos_diag)
         ctx.mark_non_differentiable(log_xi)  # callers log it detached
         ctx.set_materialize_grads(False)
@@ -620,7 +620,7 @@ class _UnitNCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor | None, _: Tensor | None) -> tuple[Tensor | None, ...]:
         temperature, eps, symmetric, stable, reduction, pos_diag = ctx.opts
-        query, key, log_xi, p, scale, zs, norm, floored, u, anchors, cands = ctx.saved_tensors
+        query, key, log_xi, p, scale, norm, floored, u, anchors, cands = ctx.saved_tensors
         none = (None,) * 5
         if grad is None:
             return None, None, *none
@@ -645,7 +645,10 @@ class _UnitNCE(torch.autograd.Function):
         # -g_u * (u / floored) summed: negating after the sum is exact (rounding is symmetric in sign)
         g_floored = (u / floored).mul_(g_u).sum(dim=1, keepdim=True).neg_()
         g_norm = torch.where(norm >= eps, g_floored, 0.0)
-        g_zs = g_u.div_(floored).add_((zs / norm).masked_fill_(norm == 0, 0).mul_(g_norm))
+        # LinalgVectorNormBackward0 is (zs / norm).masked_fill_(norm == 0, 0) * g_norm; zs / norm is u bit for bit:
+        # a row's largest |entry| divided by itself is exactly 1, so a non-zero row's norm is >= 1 >= eps and
+        # floored = norm, and an all-zero row is masked (NaN or infinite inputs never get here: forward rejects them)
+        g_zs = g_u.div_(floored).add_(u.masked_fill(norm == 0, 0).mul_(g_norm))
         g_z = g_zs.div_(scale)  # zs = z / scale, the scale detached
         b = query.shape[0]
         return g_z[:b], g_z[b:], *none
