@@ -155,7 +155,13 @@ def main() -> None:
                     ref_table=f"sym_b{b}",
                     ref_case=FLOOR_SYM,
                     note="The peer's ratio is to the floor's median in the SimCLR table of the same B: the floor "
-                    "timed after a peer call starts from cold caches.",
+                    "timed after a peer call starts from cold caches."
+                    + (
+                        " At this B a peer call is seconds of page faults over gigabytes: its time moved by about "
+                        "25 % between two runs on a quiet machine."
+                        if b > 32
+                        else ""
+                    ),
                 )
             _print_diffs(values, FLOOR_SYM, flat_ref=ref)
 
@@ -179,7 +185,10 @@ def main() -> None:
                     "case": "pytorch-metric-learning NTXent",
                     "tables": [t],
                 }
+                # B = 256: a call is seconds of page faults over gigabytes, and its time moved by about 25 % from
+                # one run to the next on a quiet machine (2.8 s vs 3.3 s); the docs table shows it with that caveat
                 for t in pml_tables
+                if int(t[5:]) <= 32
             ),
         ],
         "target": "stable InfoNCE and FlatNCE ≤ 1.2× at every B",
