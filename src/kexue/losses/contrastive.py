@@ -709,6 +709,49 @@ def _fused_loss(
     return loss, log_xi
 
 
+def _nce_loss(
+    query: Tensor,
+    key: Tensor,
+    *,
+    temperature: float,
+    negatives: Tensor | None,
+    symmetric: bool,
+    normalize: bool,
+    gather: bool,
+    eps: float,
+    kind: _Kind,
+    reduction: str,
+) -> tuple[Tensor, Tensor]:
+    """``(loss, per-anchor loss)`` of :func:`info_nce` / :func:`flat_nce`: the one-node path where the call fits it
+    (:func:`_fused_loss`), else the score matrix and :func:`_embedding_loss`."""
+    if kind != "plain":  # the one-node Function computes the softplus (stable) and log-xi (flat) forms only
+        fused = _fused_loss(
+            query,
+            key,
+            temperature=temperature,
+            negatives=negatives,
+            symmetric=symmetric,
+            normalize=normalize,
+            gather=gather,
+            eps=eps,
+            kind=kind,
+            reduction=reduction,
+        )
+        if fused is not None:
+            return fused
+    scores = _embedding_logits(
+        query,
+        key,
+        temperature=temperature,
+        negatives=negatives,
+        symmetric=symmetric,
+        normalize=normalize,
+        gather=gather,
+        eps=eps,
+    )
+    return _embedding_loss(scores, kind, reduction)
+
+
 # --------------------------------------------------------------------------------------------- functional
 
 
@@ -855,36 +898,18 @@ def info_nce(
         torch.Size([16])
     """
     _check_options(temperature, reduction, eps)
-    fused = (
-        _fused_loss(
-            query,
-            key,
-            temperature=temperature,
-            negatives=negatives,
-            symmetric=symmetric,
-            normalize=normalize,
-            gather=gather,
-            eps=eps,
-            kind="stable",
-            reduction=reduction,
-        )
-        if stable
-        else None
+    loss, _ = _nce_loss(
+        query,
+        key,
+        temperature=temperature,
+        negatives=negatives,
+        symmetric=symmetric,
+        normalize=normalize,
+        gather=gather,
+        eps=eps,
+        kind="stable" if stable else "plain",
+        reduction=reduction,
     )
-    if fused is not None:
-        loss = fused[0]
-    else:
-        scores = _embedding_logits(
-            query,
-            key,
-            temperature=temperature,
-            negatives=negatives,
-            symmetric=symmetric,
-            normalize=normalize,
-            gather=gather,
-            eps=eps,
-        )
-        loss, _ = _embedding_loss(scores, "stable" if stable else "plain", reduction)
     inputs = {"query": query, "key": key, "negatives": negatives}
     return _check_output(loss, inputs, temperature=temperature)
 
@@ -955,7 +980,7 @@ def flat_nce(
         True
     """
     _check_options(temperature, reduction, eps)
-    fused = _fused_loss(
+    out, loss = _nce_loss(
         query,
         key,
         temperature=temperature,
@@ -967,20 +992,6 @@ def flat_nce(
         kind="flat",
         reduction=reduction,
     )
-    if fused is not None:
-        out, loss = fused
-    else:
-        scores = _embedding_logits(
-            query,
-            key,
-            temperature=temperature,
-            negatives=negatives,
-            symmetric=symmetric,
-            normalize=normalize,
-            gather=gather,
-            eps=eps,
-        )
-        out, loss = _embedding_loss(scores, "flat", reduction)
     inputs = {"query": query, "key": key, "negatives": negatives}
     out = _check_output(out, inputs, temperature=temperature)
     if return_info_nce:
